@@ -1,0 +1,3 @@
+from whisperwire.cli import main
+
+raise SystemExit(main())
