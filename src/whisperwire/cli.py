@@ -1,0 +1,281 @@
+"""The `whisperwire` command: flag parsing and validation into one Settings object."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from whisperwire import __version__
+from whisperwire.policy import PolicyConfig
+from whisperwire.settings import Settings
+
+COMPUTE_TYPES = (
+    "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16",
+    "float16", "bfloat16", "float32", "default", "auto",
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    """A bad flag value: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the message already names the flag.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ranged(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low:g} to {high:g})")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"WHISPERWIRE_{name}", default)
+
+
+def _whisper_languages() -> frozenset[str]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="whisperwire", description="Live speech-to-text over WebSocket.")
+    parser.add_argument("--version", action="version", version=f"whisperwire {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the WebSocket transcription server",
+        description="Run the WebSocket server. Every flag also reads WHISPERWIRE_<NAME> "
+        "from the environment (e.g. WHISPERWIRE_PORT).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    m = serve.add_argument_group("model")
+    m.add_argument(
+        "-m",
+        "--model",
+        default=_env("MODEL", None),
+        help="faster-whisper model name (tiny.en, base, small, large-v3-turbo, org/repo: "
+        "fetched from the hub where there is internet), a local CTranslate2 directory, or a "
+        "Hugging Face Whisper checkpoint directory; default: the bundled tiny.en",
+    )
+    m.add_argument(
+        "--checkpoint",
+        default=_env("CHECKPOINT", None),
+        help="a fine-tuned Hugging Face Whisper checkpoint directory (same as -m DIR)",
+    )
+    m.add_argument(
+        "-t",
+        "--threads",
+        type=_ranged(int, 0, 256),
+        default=int(_env("THREADS", 0)),
+        help="CPU threads for inference (0: every core)",
+    )
+    m.add_argument(
+        "-l",
+        "--language",
+        default=_env("LANGUAGE", None),
+        help="spoken language code, or 'auto' (default: en for .en models, else auto)",
+    )
+    m.add_argument("-tr", "--translate", action="store_true", help="translate to English")
+    m.add_argument("-ng", "--no-gpu", action="store_true", help="never use CUDA")
+    m.add_argument(
+        "-bs",
+        "--beam-size",
+        type=_ranged(int, 1, 16),
+        default=int(_env("BEAM_SIZE", 5)),
+        help="beam size for decoding",
+    )
+    m.add_argument(
+        "--compute-type",
+        choices=COMPUTE_TYPES,
+        default=_env("COMPUTE_TYPE", None),
+        help="CTranslate2 compute type (default: int8 on CPU, float16 on GPU)",
+    )
+    m.add_argument(
+        "--cache-dir",
+        default=_env("CACHE_DIR", None),
+        help="where converted checkpoints are cached (default: the user's cache dir)",
+    )
+    m.add_argument(
+        "--base-model",
+        default=_env("BASE_MODEL", None),
+        help="where a checkpoint without tokenizer/preprocessor files takes them from",
+    )
+
+    s = serve.add_argument_group("streaming")
+    policy = PolicyConfig()
+    s.add_argument(
+        "-vth",
+        "--vad-thold",
+        type=_ranged(float, 0.0, 1.0),
+        default=float(_env("VAD_THOLD", policy.vad_threshold)),
+        help="Silero VAD speech probability threshold",
+    )
+    s.add_argument(
+        "--min-silence",
+        type=_ranged(float, 0.1, 10.0),
+        default=float(_env("MIN_SILENCE", policy.min_silence_s)),
+        help="seconds of pause that end a segment",
+    )
+    s.add_argument(
+        "--step",
+        type=_ranged(float, 0.1, 10.0),
+        default=float(_env("STEP", policy.step_s)),
+        help="seconds of new audio between two partial decodes",
+    )
+
+    n = serve.add_argument_group("network")
+    n.add_argument("-H", "--host", default=_env("HOST", "0.0.0.0"), help="address to bind")
+    n.add_argument(
+        "-p",
+        "--port",
+        type=_ranged(int, 1, 65535),
+        default=int(_env("PORT", 9002)),
+        help="port to listen on",
+    )
+    n.add_argument(
+        "--max-message-mb",
+        type=_ranged(float, 0.001, 4096),
+        default=float(_env("MAX_MESSAGE_MB", 64)),
+        help="largest WebSocket message accepted, in MiB",
+    )
+    n.add_argument(
+        "--max-sessions",
+        type=_ranged(int, 1, 100000),
+        default=int(_env("MAX_SESSIONS", 64)),
+        help="concurrent sessions before new ones are refused with OVERLOADED",
+    )
+    n.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=("critical", "error", "warning", "info", "debug"),
+    )
+
+    f = serve.add_argument_group("forwarding")
+    f.add_argument(
+        "-f",
+        "--forward-url",
+        default=_env("FORWARD_URL", None),
+        help="HTTP backend that receives transcripts (e.g. llama.cpp /completion)",
+    )
+    f.add_argument(
+        "-nm",
+        "--max-messages",
+        type=_ranged(int, 1, 100000),
+        default=int(_env("MAX_MESSAGES", 1)),
+        help="finals per forwarded batch",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Cross-flag validation (what argparse cannot see alone); raises UsageError."""
+    if args.checkpoint and args.model:
+        raise UsageError("--checkpoint: give either --checkpoint or -m/--model, not both")
+    language = args.language
+    if language is not None and language != "auto" and language not in _whisper_languages():
+        raise UsageError(
+            f"argument -l/--language: unknown language code {language!r} "
+            "(use a Whisper code such as en, de, fr, or auto)"
+        )
+    policy = PolicyConfig(
+        vad_threshold=args.vad_thold, min_silence_s=args.min_silence, step_s=args.step
+    )
+    return Settings(
+        model=args.checkpoint or args.model,
+        threads=args.threads,
+        language=language or "auto",
+        translate=args.translate,
+        no_gpu=args.no_gpu,
+        beam_size=args.beam_size,
+        compute_type=args.compute_type,
+        checkpoint_cache_dir=args.cache_dir,
+        base_model=args.base_model,
+        host=args.host,
+        port=args.port,
+        max_message_mb=args.max_message_mb,
+        max_sessions=args.max_sessions,
+        policy=policy,
+        forward_url=args.forward_url,
+        max_messages=args.max_messages,
+        log_level=args.log_level,
+    )
+
+
+def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> int:
+    from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available, resolve_model
+    from whisperwire.server import serve
+
+    log = logging.getLogger("whisperwire")
+    flag = model_flag
+    try:
+        source = resolve_model(settings.model)
+    except ModelError as exc:
+        raise UsageError(f"argument {flag}: {exc}") from None
+    device = "cuda" if not settings.no_gpu and cuda_available() else "cpu"
+    compute_type = settings.compute_type or ("float16" if device == "cuda" else "int8")
+    options = EngineOptions(
+        device=device,
+        compute_type=compute_type,
+        threads=settings.threads,
+        beam_size=settings.beam_size,
+        cache_dir=settings.checkpoint_cache_dir,
+        base_model=settings.base_model,
+    )
+    log.info("loading model %s on %s (%s)", source.location, device, compute_type)
+    try:
+        engine = Engine(source, options)
+    except ModelError as exc:
+        raise UsageError(f"argument {flag}: {exc}") from None
+    except Exception as exc:  # checkpoint errors carry their own one-line message
+        if type(exc).__name__ == "CheckpointError":
+            raise UsageError(f"argument {flag}: {exc}") from None
+        raise
+    if explicit_language and settings.language not in ("auto", *engine.languages):
+        raise UsageError(
+            f"argument -l/--language: the model {engine.name} cannot transcribe "
+            f"{settings.language!r} (it knows: {', '.join(sorted(engine.languages))})"
+        )
+    engine.warm_up()
+    serve(settings, engine)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = settings_from_args(args)
+        return run_serve(
+            settings,
+            explicit_language=args.language is not None,
+            model_flag="--checkpoint" if args.checkpoint else "-m/--model",
+        )
+    except UsageError as exc:
+        print(f"whisperwire {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

