@@ -238,7 +238,7 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         cache_dir=settings.checkpoint_cache_dir,
         base_model=settings.base_model,
     )
-    log.info("loading model %s on %s (%s)", source.location, device, compute_type)
+    log.debug("loading model %s on %s (%s)", source.location, device, compute_type)
     try:
         engine = Engine(source, options)
     except ModelError as exc:
@@ -253,6 +253,7 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
             f"{settings.language!r} (it knows: {', '.join(sorted(engine.languages))})"
         )
     engine.warm_up()
+    log.info("model %s loaded on %s (%s)", engine.name, device, compute_type)
     serve(settings, engine)
     return 0
 

@@ -1,0 +1,227 @@
+"""Live streaming end to end: real server, real bundled tiny.en, real speech."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import (
+    REPO,
+    Server,
+    audio_root,
+    librispeech_clips,
+    load_audio,
+    normalizer,
+    offline_transcripts,
+    recv_json,
+    session,
+    start_server,
+    stream,
+    transcripts,
+    wer,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    audio_root()
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+def test_streaming_wer_is_close_to_offline(server: Server) -> None:
+    clips = librispeech_clips(12)
+    refs = [ref for _, ref in clips]
+    offline = offline_transcripts([path for path, _ in clips])
+    streamed = [stream(server.url, load_audio(path)) for path, _ in clips]
+    for result in streamed:
+        assert not result.errors, result.errors
+        assert result.messages[-1]["type"] == "end"
+    offline_wer, streaming_wer = wer(refs, offline), wer(refs, [r.text for r in streamed])
+    print(f"offline WER {offline_wer:.4f}, streaming WER {streaming_wer:.4f}")
+    assert streaming_wer <= 1.25 * offline_wer
+
+
+def test_jfk_at_44k1_as_f32le(server: Server) -> None:
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac", sample_rate=44100)
+    result = stream(server.url, samples, sample_rate=44100, encoding="f32le")
+    assert wer([transcripts("jfk")["jfk.flac"]], [result.text]) <= 0.1
+    end = result.messages[-1]
+    assert end["type"] == "end" and end["segments"] == len(result.finals)
+    assert end["duration"] == pytest.approx(len(samples) / 44100, abs=0.05)
+
+
+def test_finals_form_the_whole_transcript_with_times_and_words(server: Server) -> None:
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+    result = stream(server.url, samples, realtime=True)
+    finals = result.finals
+    assert [f["segment_id"] for f in finals] == list(range(len(finals)))
+    assert len(result.partials) >= 5, "partials keep coming while someone speaks"
+    for earlier, later in zip(finals, finals[1:], strict=False):
+        assert earlier["end"] <= later["start"] + 0.05
+    for final in finals:
+        assert final["language"] == "en"
+        assert "".join(w["word"] for w in final["words"]).strip() == final["text"]
+    assert wer([transcripts("jfk")["jfk.flac"]], [result.text]) <= 0.1
+
+
+def noise(kind: str, seconds: float = 60.0) -> np.ndarray:
+    n = int(seconds * 16000)
+    if kind == "silence":
+        return np.zeros(n, dtype=np.float32)
+    rng = np.random.default_rng(7)
+    white = rng.standard_normal(n)
+    rms = 10 ** (-30 / 20)  # -30 dBFS
+    return (white / np.sqrt(np.mean(white**2)) * rms).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["silence", "white"])
+def test_silence_and_noise_give_no_words(server: Server, kind: str) -> None:
+    result = stream(server.url, noise(kind))
+    assert result.finals == [] and result.partials == []
+    assert result.messages[-1]["type"] == "end"
+
+
+def test_long_form_in_one_session(server: Server) -> None:
+    name = "ljspeech_LJ001-0001_to_0032.flac"
+    path = audio_root() / "longform" / name
+    reference = transcripts("longform")[name]
+    result = stream(server.url, load_audio(path))
+    assert len(result.finals) >= 10
+    offline = offline_transcripts([path])
+    streaming_wer, offline_wer = wer([reference], [result.text]), wer([reference], offline)
+    print(f"long form: offline WER {offline_wer:.4f}, streaming WER {streaming_wer:.4f}")
+    assert streaming_wer <= 1.25 * max(offline_wer, 0.02)
+    # No phrase loops: no 5-word sequence appears more often than in the reference.
+    norm = normalizer()
+
+    def grams(text: str) -> Counter[tuple[str, ...]]:
+        w = norm(text).split()
+        return Counter(zip(*(w[i:] for i in range(5)), strict=False))
+
+    ref_grams = grams(reference)
+    loops = {g: c for g, c in grams(result.text).items() if c > max(1, ref_grams[g])}
+    assert not loops, loops
+
+
+def test_text_dialect(server: Server) -> None:
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+    result = stream(server.url, samples, query="format=text")
+    assert result.messages == []
+    assert re.fullmatch(r"CONNECTION_ID:[0-9a-f-]{36}", result.text_frames[0])
+    text = " ".join(result.text_frames[1:])
+    assert wer([transcripts("jfk")["jfk.flac"]], [text]) <= 0.1
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_concurrent_sessions_get_their_own_transcripts(server: Server, n: int) -> None:
+    # Sentences long enough that a transcript can only match its own clip.
+    clips = [c for c in librispeech_clips(40)[12:] if len(c[1].split()) >= 12][:n]
+    results: dict[int, str] = {}
+    pong_while_busy: list[bool] = []
+
+    def worker(i: int) -> None:
+        results[i] = stream(server.url, load_audio(clips[i][0]), realtime=True).text
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    with session(server.url) as ws:
+        recv_json(ws)  # ready
+        sent = time.monotonic()
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv_json(ws)["state"] == "pong"
+        pong_while_busy.append(any(t.is_alive() for t in threads))
+        print(f"pong after {time.monotonic() - sent:.3f} s with {n} streams running")
+    for t in threads:
+        t.join()
+    assert pong_while_busy == [True]
+    refs = [ref for _, ref in clips]
+    for i in range(n):
+        own = wer([refs[i]], [results[i]])
+        others = [wer([refs[j]], [results[i]]) for j in range(n) if j != i]
+        assert own <= 0.35 and own < min(others), (i, results[i])
+
+
+def test_bad_inputs_get_their_error_and_the_session_keeps_working(server: Server) -> None:
+    jfk = load_audio(audio_root() / "jfk" / "jfk.flac")
+    with session(server.url) as ws:
+        assert recv_json(ws)["state"] == "ready"
+        cases = [
+            (b"\x00\x01\x02", "BAD_AUDIO_FRAME"),
+            ("{oops", "INVALID_JSON"),
+            (json.dumps({"type": "sing"}), "UNKNOWN_MESSAGE_TYPE"),
+            (json.dumps({"type": "config", "sample_rate": 1000}), "INVALID_MESSAGE"),
+        ]
+        for frame, code in cases:
+            ws.send(frame)
+            reply = recv_json(ws)
+            assert reply["type"] == "error" and reply["code"] == code, reply
+            assert reply["message"]
+            ws.send(json.dumps({"type": "ping"}))
+            assert recv_json(ws)["state"] == "pong"
+        pcm = (jfk * 32767).astype("<i2").tobytes()
+        ws.send(pcm[:32000])
+        ws.send(json.dumps({"type": "config", "sample_rate": 8000}))
+        reply = recv_json(ws)
+        assert reply["code"] == "INVALID_MESSAGE" and "sample_rate" in reply["message"]
+        for i in range(32000, len(pcm), 3200):
+            ws.send(pcm[i : i + 3200])
+        ws.send(json.dumps({"type": "end"}))
+        finals = []
+        while (message := recv_json(ws, timeout=120))["type"] != "end":
+            finals.append(message["text"])
+    assert wer([transcripts("jfk")["jfk.flac"]], [" ".join(finals)]) <= 0.1
+
+
+def test_flush_finalises_and_answers_flushed(server: Server) -> None:
+    jfk = load_audio(audio_root() / "jfk" / "jfk.flac")
+    pcm = (jfk[: 16000 * 3] * 32767).astype("<i2").tobytes()
+    with session(server.url) as ws:
+        recv_json(ws)
+        ws.send(pcm)
+        ws.send(json.dumps({"type": "flush"}))
+        texts = []
+        while (message := recv_json(ws, timeout=60))["type"] == "final":
+            texts.append(message["text"])
+        assert message == {**message, "type": "state", "state": "flushed"}
+        assert "fellow americans" in normalizer()(" ".join(texts))
+
+
+def test_readme_python_client_prints_the_sentence(server: Server) -> None:
+    client = REPO / "examples" / "stream_file.py"
+    out = subprocess.run(
+        [sys.executable, str(client), str(audio_root() / "jfk" / "jfk.flac"), server.url],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert wer([transcripts("jfk")["jfk.flac"]], [out.stdout]) <= 0.1
+    readme = (REPO / "README.md").read_text()
+    assert client.read_text().strip() in readme, "the README shows this exact client"
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path: Path) -> None:
+    for args, flag in [
+        (["-p", "70000"], "-p/--port"),
+        (["-m", str(tmp_path / "missing")], "-m/--model"),
+        (["-l", "klingon"], "-l/--language"),
+        (["-l", "de"], "-l/--language"),  # English-only bundled model
+    ]:
+        out = subprocess.run(
+            [sys.executable, "-m", "whisperwire", "serve", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 2, out
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and flag in lines[0], out.stderr
+        assert "Traceback" not in out.stderr

@@ -1,0 +1,268 @@
+"""The streaming policy, driven by a scripted fake transcriber: no model, no threads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from whisperwire.policy import (
+    SAMPLE_RATE,
+    VAD_CHUNK,
+    DecodeRequest,
+    Ended,
+    Final,
+    Flushed,
+    Hypothesis,
+    Partial,
+    Policy,
+    PolicyConfig,
+    Word,
+)
+
+
+@dataclass
+class Spoken:
+    text: str
+    start: float
+    end: float
+
+
+def script(words: list[str], start: float, per_word: float = 0.4) -> list[Spoken]:
+    return [
+        Spoken(f" {w}", start + i * per_word, start + (i + 1) * per_word - 0.05)
+        for i, w in enumerate(words)
+    ]
+
+
+class FakeWhisper:
+    """Returns the scripted words that lie wholly inside the window; the newest word of a
+    window is misheard every other call, so only LocalAgreement keeps it out of finals."""
+
+    def __init__(self, spoken: list[Spoken], unstable_tail: bool = True) -> None:
+        self.spoken = spoken
+        self.unstable_tail = unstable_tail
+        self.calls = 0
+        self.requests: list[DecodeRequest] = []
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        self.calls += 1
+        self.requests.append(request)
+        begin = request.offset
+        end = begin + len(request.audio) / SAMPLE_RATE
+        words = [
+            Word(s.text, s.start - begin, s.end - begin, 0.9, int(s.start // 10))
+            for s in self.spoken
+            if s.start >= begin - 0.05 and s.end <= end
+        ]
+        if words and self.unstable_tail and self.calls % 2 and request.kind == "partial":
+            last = words[-1]
+            words[-1] = Word(last.text + "zz", last.start, last.end, 0.3, last.segment)
+        return Hypothesis(words, "en")
+
+
+def vad_probs(duration: float, speech: list[tuple[float, float]]) -> np.ndarray:
+    n = int(duration * SAMPLE_RATE) // VAD_CHUNK
+    t = (np.arange(n) * VAD_CHUNK + VAD_CHUNK / 2) / SAMPLE_RATE
+    probs = np.full(n, 0.02, dtype=np.float32)
+    for a, b in speech:
+        probs[(t >= a) & (t < b)] = 0.95
+    return probs
+
+
+def run(
+    policy: Policy,
+    fake: FakeWhisper,
+    duration: float,
+    speech: list[tuple[float, float]],
+    frame_s: float = 0.1,
+    realtime: bool = True,
+    finish: bool = True,
+) -> list:
+    """Feed audio in frames (decoding between frames when `realtime`), then finish."""
+    probs = vad_probs(duration, speech)
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    events = []
+    per_frame = int(frame_s * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+    for start in range(0, len(samples), per_frame):
+        chunk = samples[start : start + per_frame]
+        policy.feed(chunk, probs[start // VAD_CHUNK : (start + len(chunk)) // VAD_CHUNK])
+        if realtime:
+            events += drain(policy, fake)
+    if finish:
+        policy.finish()
+    events += drain(policy, fake)
+    return events
+
+
+def drain(policy: Policy, fake: FakeWhisper) -> list:
+    events = policy.events()
+    while (request := policy.next_request()) is not None:
+        policy.apply(request, fake(request))
+        events += policy.events()
+    return events + policy.events()
+
+
+def finals_text(events: list) -> str:
+    return " ".join(e.text for e in events if isinstance(e, Final))
+
+
+def test_silence_costs_nothing_and_says_nothing() -> None:
+    policy, fake = Policy(), FakeWhisper([])
+    events = run(policy, fake, 30.0, [])
+    assert fake.calls == 0
+    assert events == [Ended(duration=pytest.approx(30.0, abs=0.05), segments=0)]
+
+
+def test_utterance_becomes_finals_with_every_word_once() -> None:
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
+    policy, fake = Policy(), FakeWhisper(script(words, 1.0))
+    events = run(policy, fake, 8.0, [(1.0, 4.6)])
+    assert finals_text(events).split() == words
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.segment_id for f in finals] == list(range(len(finals)))
+    assert all("zz" not in f.text for f in finals), "an unconfirmed word became final"
+    assert any(isinstance(e, Partial) for e in events)
+    assert isinstance(events[-1], Ended) and events[-1].segments == len(finals)
+
+
+def test_partials_come_while_speaking_and_finals_before_the_pause_ends() -> None:
+    words = [f"w{i}" for i in range(20)]
+    policy, fake = Policy(), FakeWhisper(script(words, 0.5))
+    events = run(policy, fake, 10.0, [(0.5, 8.5)], finish=False)
+    partial_ends = [e.end for e in events if isinstance(e, Partial)]
+    assert len(partial_ends) >= 8, "partials should keep coming while someone speaks"
+    # LocalAgreement commits during speech: most words are final before the stream ends.
+    assert len(finals_text(events).split()) >= 15
+
+
+def test_partial_segment_id_is_the_next_final_and_stable_is_a_prefix() -> None:
+    policy = Policy(PolicyConfig(max_hold_s=5.0))
+    fake = FakeWhisper(script(["one", "two", "three", "four", "five", "six", "seven"], 0.5))
+    events = run(policy, fake, 6.0, [(0.5, 3.3)])
+    finals_so_far = 0
+    for event in events:
+        if isinstance(event, Partial):
+            assert event.segment_id == finals_so_far
+            assert event.text.startswith(event.stable)
+        elif isinstance(event, Final):
+            finals_so_far += 1
+    assert any(isinstance(e, Partial) and e.stable for e in events)
+
+
+def test_faster_than_real_time_decodes_each_region_once_as_final() -> None:
+    first = script(["alpha", "beta", "gamma"], 1.0)
+    second = script(["delta", "epsilon", "zeta", "eta"], 5.0)
+    policy, fake = Policy(), FakeWhisper(first + second)
+    events = run(policy, fake, 9.0, [(1.0, 2.2), (5.0, 6.6)], realtime=False)
+    assert finals_text(events).split() == [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+    ]
+    assert [r.kind for r in fake.requests] == ["final", "final"]
+
+
+def test_long_speech_without_pause_still_yields_finals_within_the_window() -> None:
+    words = [f"w{i}" for i in range(150)]  # 60 s of unbroken speech
+    policy, fake = Policy(), FakeWhisper(script(words, 0.0))
+    events = run(policy, fake, 61.0, [(0.0, 61.0)], realtime=False)
+    assert finals_text(events).split() == words
+    assert max(len(r.audio) for r in fake.requests) <= 30 * SAMPLE_RATE
+    assert sum(isinstance(e, Final) for e in events) >= 3
+
+
+def test_long_speech_in_real_time_keeps_the_window_short() -> None:
+    words = [f"w{i}" for i in range(100)]
+    policy, fake = Policy(), FakeWhisper(script(words, 0.0))
+    events = run(policy, fake, 41.0, [(0.0, 41.0)])
+    assert finals_text(events).split() == words
+    assert max(len(r.audio) for r in fake.requests) <= 16 * SAMPLE_RATE + 2 * VAD_CHUNK
+
+
+def test_pause_then_speech_keeps_context_but_never_repeats_words() -> None:
+    first = script(["ask", "not"], 1.0)
+    second = script(["what", "your", "country", "can", "do"], 3.0)
+    policy, fake = Policy(), FakeWhisper(first + second, unstable_tail=False)
+    events = run(policy, fake, 7.0, [(1.0, 1.8), (3.0, 5.0)])
+    assert finals_text(events).split() == ["ask", "not", "what", "your", "country", "can", "do"]
+    last = fake.requests[-1]
+    assert last.offset < 1.0, "the earlier region should stay in the window as context"
+    assert last.prompt == "", "text inside the window is not given again as prompt"
+
+
+def test_prompt_carries_the_text_before_the_window() -> None:
+    first = script(["first", "sentence", "here"], 1.0)
+    second = script(["second", "one"], 8.0)
+    policy, fake = Policy(), FakeWhisper(first + second)
+    run(policy, fake, 10.0, [(1.0, 2.2), (8.0, 8.8)])
+    assert fake.requests[-1].prompt == "first sentence here"
+
+
+def test_flush_finalises_now_and_reports_flushed_after_the_finals() -> None:
+    words = ["hello", "there", "general"]
+    policy, fake = Policy(), FakeWhisper(script(words, 0.5))
+    events = run(policy, fake, 1.9, [(0.5, 1.9)], finish=False)
+    policy.flush()
+    events += drain(policy, fake)
+    assert finals_text(events).split() == words
+    assert isinstance(events[-1], Flushed)
+    assert not any(isinstance(e, Ended) for e in events)
+
+
+def test_a_short_word_before_a_pause_is_kept() -> None:
+    # "But" is 0.15 s of speech (a blip), then a pause, then the sentence.
+    spoken = [Spoken(" But", 0.6, 0.75), *script(["I", "am", "pleased"], 1.4)]
+    policy, fake = Policy(), FakeWhisper(spoken, unstable_tail=False)
+    events = run(policy, fake, 4.0, [(0.6, 0.76), (1.4, 2.6)])
+    assert finals_text(events).split() == ["But", "I", "am", "pleased"]
+
+
+def test_a_lone_blip_is_never_decoded() -> None:
+    policy, fake = Policy(), FakeWhisper([Spoken(" uh", 1.0, 1.1)])
+    run(policy, fake, 10.0, [(1.0, 1.1)], finish=False)
+    assert fake.calls == 0
+
+
+def test_a_failed_decode_does_not_stall_the_stream() -> None:
+    words = ["one", "two", "three"]
+    policy, fake = Policy(), FakeWhisper(script(words, 0.5))
+    events = []
+    probs = vad_probs(4.0, [(0.5, 1.7)])
+    policy.feed(np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32), probs)
+    policy.finish()
+    request = policy.next_request()
+    assert request is not None
+    policy.apply(request, Hypothesis([], None))  # what the session does on an engine error
+    events += drain(policy, fake)
+    assert isinstance(events[-1], Ended)
+
+
+def test_apply_rejects_a_request_that_is_not_in_flight() -> None:
+    policy = Policy()
+    probs = vad_probs(3.0, [(0.5, 1.5)])
+    policy.feed(np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32), probs)
+    request = policy.next_request()
+    assert request is not None
+    assert policy.next_request() is None  # one decode at a time
+    policy.apply(request, Hypothesis([], "en"))
+    with pytest.raises(ValueError):
+        policy.apply(request, Hypothesis([], "en"))
+
+
+def test_detected_language_is_reported_and_reused_within_a_region() -> None:
+    class German(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            return Hypothesis(super().__call__(request).words, "de")
+
+    policy = Policy(language=None)
+    fake = German(script(["eins", "zwei", "drei", "vier"], 0.5), unstable_tail=False)
+    events = run(policy, fake, 4.0, [(0.5, 2.1)])
+    assert {e.language for e in events if isinstance(e, Final)} == {"de"}
+    assert fake.requests[0].language is None
+    assert all(r.language == "de" for r in fake.requests[1:])

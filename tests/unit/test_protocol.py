@@ -1,0 +1,121 @@
+"""The sans-I/O codec: frames in, typed messages or contract errors out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whisperwire import protocol as proto
+
+
+def codec(**kw: object) -> proto.Codec:
+    return proto.Codec(languages=frozenset({"en", "de"}), **kw)  # type: ignore[arg-type]
+
+
+def error_code(fn, *args) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(proto.ProtocolError) as info:
+        fn(*args)
+    assert info.value.message, "every error carries a message a person can act on"
+    return info.value.code
+
+
+def test_simple_messages() -> None:
+    c = codec()
+    assert isinstance(c.receive_text('{"type":"ping"}'), proto.Ping)
+    assert isinstance(c.receive_text('{"type":"status"}'), proto.Status)
+    assert isinstance(c.receive_text('{"type":"flush"}'), proto.Flush)
+    assert isinstance(c.receive_text('{"type":"end"}'), proto.End)
+    assert isinstance(c.receive_text('{"type":"eof"}'), proto.End)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", proto.INVALID_JSON),
+        ("[1, 2]", proto.INVALID_MESSAGE),
+        ('{"kind":"ping"}', proto.INVALID_MESSAGE),
+        ('{"type":"dance"}', proto.UNKNOWN_MESSAGE_TYPE),
+        ('{"type":"config","sample_rate":4000}', proto.INVALID_MESSAGE),
+        ('{"type":"config","sample_rate":"fast"}', proto.INVALID_MESSAGE),
+        ('{"type":"config","encoding":"mp3"}', proto.INVALID_MESSAGE),
+        ('{"type":"config","language":"xx"}', proto.INVALID_MESSAGE),
+        ('{"type":"config","task":"summarise"}', proto.INVALID_MESSAGE),
+        ('{"type":"config","partials":"maybe"}', proto.INVALID_MESSAGE),
+        ('{"type":"config","volume":11}', proto.INVALID_MESSAGE),
+        ('{"type":"audio"}', proto.INVALID_MESSAGE),
+        ('{"type":"audio","audio_data":42}', proto.INVALID_MESSAGE),
+        ('{"type":"audio","audio_data":"AAAA","format":"hex"}', proto.UNSUPPORTED_FORMAT),
+        ('{"type":"audio","audio_data":"AAAA","language":"xx"}', proto.INVALID_MESSAGE),
+    ],
+)
+def test_bad_text_frames_get_the_contract_code(text: str, code: str) -> None:
+    c = codec()
+    assert error_code(c.receive_text, text) == code
+    assert isinstance(c.receive_text('{"type":"ping"}'), proto.Ping)  # still usable
+
+
+def test_config_changes_settings_and_a_bad_one_changes_nothing() -> None:
+    c = codec()
+    c.receive_text('{"type":"config","sample_rate":44100,"encoding":"f32le","language":"de"}')
+    assert (c.config.sample_rate, c.config.encoding, c.config.language) == (44100, "f32le", "de")
+    error_code(c.receive_text, '{"type":"config","sample_rate":44100,"task":"nope"}')
+    assert c.config.task == "transcribe" and c.config.sample_rate == 44100
+
+
+def test_sample_rate_and_encoding_are_locked_after_audio() -> None:
+    c = codec()
+    c.receive_binary(b"\x00\x00" * 10)
+    message = '{"type":"config","sample_rate":8000}'
+    assert error_code(c.receive_text, message) == proto.INVALID_MESSAGE
+    assert c.config.sample_rate == 16000
+    c.receive_text('{"type":"config","sample_rate":16000,"language":"de"}')  # unchanged: fine
+    assert c.config.language == "de"
+
+
+def test_binary_frames_must_hold_whole_samples() -> None:
+    c = codec()
+    assert error_code(c.receive_binary, b"\x00\x01\x02") == proto.BAD_AUDIO_FRAME
+    assert error_code(c.receive_binary, b"") == proto.BAD_AUDIO_FRAME
+    frame = c.receive_binary(b"\x00\x01")
+    assert frame == proto.AudioFrame(b"\x00\x01", "s16le", 16000)
+    c = codec()
+    c.receive_text('{"type":"config","encoding":"f32le"}')
+    assert error_code(c.receive_binary, b"\x00" * 6) == proto.BAD_AUDIO_FRAME
+
+
+def test_messages_over_the_limit_are_refused() -> None:
+    c = codec(max_message_bytes=100)
+    assert error_code(c.receive_binary, b"\x00" * 102) == proto.MESSAGE_TOO_BIG
+    assert error_code(c.receive_text, json.dumps({"type": "x" * 200})) == proto.MESSAGE_TOO_BIG
+
+
+def test_query_parameters_are_validated_like_config() -> None:
+    c = codec()
+    c.apply_query({"sample_rate": "8000", "partials": "false", "format": "text", "token": "k"})
+    assert (c.config.sample_rate, c.config.partials, c.config.format) == (8000, False, "text")
+    assert error_code(c.apply_query, {"encoding": "ulaw"}) == proto.INVALID_MESSAGE
+
+
+def test_clip_message_fields() -> None:
+    c = codec()
+    clip = c.receive_text('{"type":"audio","audio_data":"AAAA","audio_id":7,"language":"de"}')
+    assert clip == proto.ClipAudio("7", "base64", "AAAA", "de", None)
+    assert c.config.language == "en", "a clip's language does not change the session"
+
+
+def test_json_events_carry_a_utc_timestamp() -> None:
+    frame = codec().encode({"type": "state", "state": "pong"})
+    assert frame is not None
+    message = json.loads(frame)
+    assert message["state"] == "pong"
+    assert message["timestamp"].endswith("Z") and "T" in message["timestamp"]
+
+
+def test_text_dialect_sends_connection_id_then_final_texts_only() -> None:
+    c = codec()
+    c.apply_query({"format": "text"})
+    assert c.encode({"type": "state", "state": "ready", "session_id": "abc"}) == "CONNECTION_ID:abc"
+    assert c.encode({"type": "final", "text": "Hello there."}) == "Hello there."
+    assert c.encode({"type": "partial", "text": "Hel"}) is None
+    assert c.encode({"type": "state", "state": "pong"}) is None
