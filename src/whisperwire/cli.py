@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from whisperwire import __version__
 from whisperwire.policy import PolicyConfig
 from whisperwire.settings import Settings
+
+if TYPE_CHECKING:
+    from whisperwire.forward import Forwarder
 
 COMPUTE_TYPES = (
     "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16",
@@ -181,6 +185,41 @@ def build_parser() -> Parser:
         default=int(_env("MAX_MESSAGES", 1)),
         help="finals per forwarded batch",
     )
+    f.add_argument(
+        "--forward-format",
+        choices=("auto", "text", "json", "llama", "openai"),
+        default=_env("FORWARD_FORMAT", "auto"),
+        help="request body: auto picks llama for /completion, openai for /chat/completions, "
+        "else json; text is the whisper.cpp seed's plain body",
+    )
+    f.add_argument(
+        "--forward-header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        default=[h for h in [_env("FORWARD_HEADER", None)] if h],
+        help="extra request header, e.g. 'Authorization: Bearer KEY' (repeatable)",
+    )
+    f.add_argument(
+        "--forward-prompt",
+        default=_env("FORWARD_PROMPT", "{text}"),
+        help="prompt template for llama/openai, with {text} for the transcript",
+    )
+    f.add_argument(
+        "--forward-n-predict",
+        type=_ranged(int, -1, 1_000_000),
+        default=int(_env("FORWARD_N_PREDICT", 256)),
+        help="llama.cpp n_predict (tokens to generate; -1: no limit)",
+    )
+    f.add_argument(
+        "--forward-model",
+        default=_env("FORWARD_MODEL", "default"),
+        help="the model field of OpenAI-style requests",
+    )
+    f.add_argument(
+        "--data-dir",
+        default=_env("DATA_DIR", None),
+        help="where the forwarding outbox lives (default: the user's data dir)",
+    )
     return parser
 
 
@@ -214,8 +253,36 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         policy=policy,
         forward_url=args.forward_url,
         max_messages=args.max_messages,
+        forward_format=args.forward_format,
+        forward_headers=list(args.forward_header),
+        forward_prompt=args.forward_prompt,
+        forward_n_predict=args.forward_n_predict,
+        forward_model=args.forward_model,
+        data_dir=args.data_dir,
         log_level=args.log_level,
     )
+
+
+def forwarder_from(settings: Settings) -> Forwarder | None:
+    """The forwarder the flags describe, or None; raises UsageError on a bad value."""
+    if not settings.forward_url:
+        return None
+    from whisperwire.forward import ForwardConfig, Forwarder, default_data_dir
+
+    try:
+        config = ForwardConfig(
+            url=settings.forward_url,
+            max_messages=settings.max_messages,
+            format=settings.forward_format,
+            headers=settings.forward_headers,
+            data_dir=Path(settings.data_dir) if settings.data_dir else default_data_dir(),
+            prompt_template=settings.forward_prompt,
+            llama_n_predict=settings.forward_n_predict,
+            openai_model=settings.forward_model,
+        )
+    except ValueError as exc:
+        raise UsageError(f"forwarding: {exc}") from None
+    return Forwarder(config)
 
 
 def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> int:
@@ -223,6 +290,7 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
     from whisperwire.server import serve
 
     log = logging.getLogger("whisperwire")
+    forwarder = forwarder_from(settings)
     flag = model_flag
     try:
         source = resolve_model(settings.model)
@@ -254,7 +322,7 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         )
     engine.warm_up()
     log.info("model %s loaded on %s (%s)", engine.name, device, compute_type)
-    serve(settings, engine)
+    serve(settings, engine, forwarder)
     return 0
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -13,6 +15,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from whisperwire import protocol as proto
 from whisperwire import vad
 from whisperwire.engine import Engine
+from whisperwire.forward import Forwarder
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
@@ -23,9 +26,12 @@ log = logging.getLogger("whisperwire.server")
 class App:
     """Server-wide state: the shared services and the live sessions."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, forwarder: Forwarder | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        self.forwarder = forwarder
         self.scheduler = Scheduler(workers=1)
         self.services = Services(
             engine=engine,
@@ -34,17 +40,30 @@ class App:
             default_language="en" if not engine.multilingual else settings.language,
             default_task="translate" if settings.translate else "transcribe",
             max_message_bytes=settings.max_message_bytes,
+            forwarder=forwarder,
         )
         self.sessions: dict[str, Session] = {}
 
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: every session finalises what it has received and closes."""
+        sessions = list(self.sessions.values())
+        if sessions:
+            log.info("finalising %d session(s) before shutdown", len(sessions))
+            await asyncio.gather(*(s.shutdown(timeout) for s in sessions), return_exceptions=True)
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    state = App(settings, engine)
+
+def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> FastAPI:
+    state = App(settings, engine, forwarder)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         vad.load()
+        if forwarder is not None:
+            await forwarder.start()
         yield
+        await state.drain(timeout=10.0)
+        if forwarder is not None:
+            await forwarder.close(timeout_s=10.0)
         state.scheduler.close()
 
     app = FastAPI(title="whisperwire", lifespan=lifespan)
@@ -96,8 +115,33 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, engine: Engine) -> None:
-    app = create_app(settings, engine)
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, sessions first finalise the audio they hold (their finals reach
+    the client and the forwarder), then uvicorn closes the connections and stops."""
+
+    def __init__(self, config: uvicorn.Config, state: App) -> None:
+        super().__init__(config)
+        self.state = state
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self.should_exit:
+            super().handle_exit(sig, frame)  # a second signal: stop now
+            return
+        self._draining = True
+        loop = asyncio.get_event_loop()
+
+        async def drain_then_exit() -> None:
+            try:
+                await self.state.drain(timeout=10.0)
+            finally:
+                self.should_exit = True
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))
+
+
+def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> None:
+    app = create_app(settings, engine, forwarder)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -108,4 +152,4 @@ def serve(settings: Settings, engine: Engine) -> None:
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    GracefulServer(config, app.state.whisperwire).run()

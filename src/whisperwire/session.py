@@ -7,6 +7,7 @@ The session owns no decoding rules (those live in `policy`) and parses nothing (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ import numpy as np
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
 from whisperwire.engine import Engine
+from whisperwire.forward import Forwarder
 from whisperwire.policy import (
     DecodeRequest,
     Ended,
@@ -48,6 +50,8 @@ class Services:
     default_language: str
     default_task: str
     max_message_bytes: int
+    forwarder: Forwarder | None = None
+    forward_wait_s: float = 30.0  # on `end`, how long the backend's reply may take
 
 
 class AudioPipeline:
@@ -129,6 +133,8 @@ class Session:
         self._pipeline: AudioPipeline | None = None
         self._decoding: asyncio.Task[None] | None = None
         self._closed = False
+        self._close_code = (1000, "end of stream")
+        self._ended = asyncio.Event()  # the `end` message went out
 
     # ---- lifecycle
 
@@ -139,6 +145,8 @@ class Session:
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, f"query parameters: {exc.message}")
         self._sync_options()
+        if self.services.forwarder is not None:
+            self.services.forwarder.attach(self.id, self.send)
         engine = self.services.engine
         await self.send(
             {
@@ -159,6 +167,15 @@ class Session:
         self._closed = True
         if self._decoding is not None:
             self._decoding.cancel()
+        if self.services.forwarder is not None:
+            await self.services.forwarder.end_session(self.id)
+
+    async def shutdown(self, timeout: float) -> None:
+        """The server is stopping: finalise the audio received, as on `end`, then close."""
+        self._close_code = (1001, "server shutting down")
+        await self._end()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
 
     # ---- inbound
 
@@ -256,13 +273,23 @@ class Session:
         await self._pump()
 
     async def _send_events(self) -> None:
+        forwarder = self.services.forwarder
         for event in self.policy.events():
             if isinstance(event, Partial) and not self.codec.config.partials:
                 continue
+            if forwarder is not None:
+                if isinstance(event, Final):
+                    segment = {k: v for k, v in event_message(event).items() if k != "words"}
+                    await forwarder.add_final(self.id, segment)
+                elif isinstance(event, Flushed):
+                    await forwarder.flush(self.id)
+                elif isinstance(event, Ended):
+                    await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
             await self.send(event_message(event))
             if isinstance(event, Ended):
-                await self._close(1000, "end of stream")
+                await self._close(*self._close_code)
                 self._closed = True
+                self._ended.set()
 
     # ---- outbound
 

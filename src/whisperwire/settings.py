@@ -33,6 +33,9 @@ class Settings:
     max_messages: int = 1
     forward_format: str = "auto"
     forward_headers: list[str] = field(default_factory=list)
+    forward_prompt: str = "{text}"
+    forward_n_predict: int = 256
+    forward_model: str = "default"
     data_dir: str | None = None
     # misc
     log_level: str = "info"
