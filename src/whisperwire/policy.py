@@ -359,7 +359,7 @@ class Policy:
             self._finalize(len(self._held))
             self._end_region()
         elif request.kind == "cap":
-            self._commit_cap(new, hypothesis, window_end)
+            self._commit_cap(new, window_end)
         else:
             agreed = _common_prefix(self._tail, new)
             if agreed and not self._held:
@@ -370,12 +370,6 @@ class Policy:
             self._maybe_trim()
             self._emit_partial(window_end)
         self._advance()
-
-    def abandon(self, request: DecodeRequest) -> None:
-        """The decode failed: forget it (its audio is decoded again by the next request)."""
-        if self._in_flight is not None and request.id == self._in_flight.id:
-            self._in_flight = None
-            self._last_request_end = self._win_start
 
     # ---- internals
 
@@ -435,7 +429,7 @@ class Policy:
                     break
         return words
 
-    def _commit_cap(self, new: list[Word], hypothesis: Hypothesis, window_end: float) -> None:
+    def _commit_cap(self, new: list[Word], window_end: float) -> None:
         """The window is full: commit through Whisper's last complete segment and move on."""
         if not new:
             keep_from = window_end - 1.0  # nothing recognisable in 25 s: drop all but 1 s
