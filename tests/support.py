@@ -229,3 +229,36 @@ def recv_json(ws: Any, timeout: float = 30, skip: Sequence[str] = ("partial",)) 
         message = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
         if message.get("type") not in skip:
             return message
+
+
+# --------------------------------------------------------------------------- audio files
+
+# name: (container, codec, the codec's sample rate or None to keep the input's)
+AUDIO_FORMATS: dict[str, tuple[str, str, int | None]] = {
+    "wav": ("wav", "pcm_s16le", None),
+    "flac": ("flac", "flac", None),
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "ogg": ("ogg", "libopus", 48000),
+    "webm": ("webm", "libopus", 48000),
+    "m4a": ("ipod", "aac", 44100),
+}
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, kind: str, channels: int = 1) -> bytes:
+    """Mono float32 samples -> the bytes of an audio file of `kind` (AUDIO_FORMATS), made with
+    PyAV; with channels=2 the same signal goes to both channels."""
+    import io
+
+    import av
+
+    container, codec, codec_rate = AUDIO_FORMATS[kind]
+    layout = "mono" if channels == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=codec_rate or sample_rate, layout=layout)
+        planes = np.tile(samples.astype(np.float32), (channels, 1))
+        frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+        frame.rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()

@@ -156,14 +156,35 @@ def build_parser() -> Parser:
     n.add_argument(
         "--max-message-mb",
         type=_ranged(float, 0.001, 4096),
-        default=float(_env("MAX_MESSAGE_MB", 64)),
-        help="largest WebSocket message accepted, in MiB",
+        default=float(_env("MAX_MESSAGE_MB", 128)),
+        help="largest WebSocket message accepted, in MiB (128: a 30-minute 16 kHz FLAC, "
+        "mono or stereo, in base64)",
+    )
+    n.add_argument(
+        "--certfile",
+        "--ssl-cert",
+        default=_env("CERTFILE", None),
+        help="PEM certificate (chain): serve wss:// (TLS 1.2 or later); the key may be in it",
+    )
+    n.add_argument(
+        "--keyfile",
+        "--ssl-key",
+        default=_env("KEYFILE", None),
+        help="PEM private key (unencrypted) for --certfile",
     )
     n.add_argument(
         "--max-sessions",
         type=_ranged(int, 1, 100000),
         default=int(_env("MAX_SESSIONS", 64)),
         help="concurrent sessions before new ones are refused with OVERLOADED",
+    )
+    n.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        default=[k for k in _env("API_KEY", "").split(",") if k],
+        help="require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); "
+        "repeatable; WHISPERWIRE_API_KEY takes a comma-separated list",
     )
     n.add_argument(
         "--log-level",
@@ -220,7 +241,55 @@ def build_parser() -> Parser:
         default=_env("DATA_DIR", None),
         help="where the forwarding outbox lives (default: the user's data dir)",
     )
+    _add_transcribe_parser(commands)
     return parser
+
+
+def _add_transcribe_parser(commands: Any) -> None:
+    t = commands.add_parser(
+        "transcribe",
+        help="transcribe audio files on a running server",
+        description="Send each FILE to a whisperwire server: as one clip (the default; any "
+        "format FFmpeg reads), or decoded and streamed as live PCM with --stream. Prints the "
+        "transcript; exit status 1 when the server reports an error, 2 on a usage error.",
+    )
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio file(s)")
+    t.add_argument(
+        "--url",
+        default=_env("URL", "ws://localhost:9002/"),
+        help="server URL, ws:// or wss:// (default: %(default)s)",
+    )
+    t.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream the decoded audio as live PCM: partials in place on a terminal, finals "
+        "as lines",
+    )
+    t.add_argument("--realtime", action="store_true", help="with --stream: send at real-time pace")
+    t.add_argument("-l", "--language", help="language code, or auto (default: the server's)")
+    t.add_argument("--json", action="store_true", help="print the server's messages as JSON lines")
+    t.add_argument("--cafile", help="PEM CA certificate to verify a wss:// server with")
+    t.add_argument(
+        "--insecure", action="store_true", help="wss:// without verifying the certificate"
+    )
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    from whisperwire.client import Options, transcribe
+
+    if args.realtime and not args.stream:
+        print("whisperwire transcribe: error: --realtime needs --stream", file=sys.stderr)
+        return 2
+    options = Options(
+        url=args.url,
+        stream=args.stream,
+        realtime=args.realtime,
+        language=args.language,
+        json=args.json,
+        cafile=args.cafile,
+        insecure=args.insecure,
+    )
+    return transcribe(args.files, options)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -228,11 +297,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.checkpoint and args.model:
         raise UsageError("--checkpoint: give either --checkpoint or -m/--model, not both")
     language = args.language
-    if language is not None and language != "auto" and language not in _whisper_languages():
-        raise UsageError(
-            f"argument -l/--language: unknown language code {language!r} "
-            "(use a Whisper code such as en, de, fr, or auto)"
-        )
+    if args.keyfile and not args.certfile:
+        raise UsageError("argument --keyfile/--ssl-key: give --certfile/--ssl-cert with it")
     policy = PolicyConfig(
         vad_threshold=args.vad_thold, min_silence_s=args.min_silence, step_s=args.step
     )
@@ -249,7 +315,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         host=args.host,
         port=args.port,
         max_message_mb=args.max_message_mb,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
         max_sessions=args.max_sessions,
+        api_keys=list(args.api_key),
         policy=policy,
         forward_url=args.forward_url,
         max_messages=args.max_messages,
@@ -286,16 +355,32 @@ def forwarder_from(settings: Settings) -> Forwarder | None:
 
 
 def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> int:
+    from whisperwire.checkpoints import CheckpointError
     from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available, resolve_model
-    from whisperwire.server import serve
+    from whisperwire.server import TLSError, serve, tls_context
 
     log = logging.getLogger("whisperwire")
     forwarder = forwarder_from(settings)
+    if settings.certfile:  # before the model loads: a bad certificate fails fast
+        try:
+            tls_context(settings.certfile, settings.keyfile)
+        except TLSError as exc:
+            flag = "--certfile/--ssl-cert" if exc.which == "cert" else "--keyfile/--ssl-key"
+            raise UsageError(f"argument {flag}: {exc}") from None
     flag = model_flag
+    if model_flag == "--checkpoint" and not Path(settings.model or "").is_dir():
+        raise UsageError(f"argument --checkpoint: directory {settings.model} does not exist")
     try:
         source = resolve_model(settings.model)
     except ModelError as exc:
         raise UsageError(f"argument {flag}: {exc}") from None
+    language = settings.language
+    # A checkpoint's tokenizer may know codes beyond Whisper's: checked once it is loaded.
+    if source.kind != "checkpoint" and language not in ("auto", *_whisper_languages()):
+        raise UsageError(
+            f"argument -l/--language: unknown language code {language!r} "
+            "(use a Whisper code such as en, de, fr, or auto)"
+        )
     device = "cuda" if not settings.no_gpu and cuda_available() else "cpu"
     compute_type = settings.compute_type or ("float16" if device == "cuda" else "int8")
     options = EngineOptions(
@@ -311,10 +396,8 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         engine = Engine(source, options)
     except ModelError as exc:
         raise UsageError(f"argument {flag}: {exc}") from None
-    except Exception as exc:  # checkpoint errors carry their own one-line message
-        if type(exc).__name__ == "CheckpointError":
-            raise UsageError(f"argument {flag}: {exc}") from None
-        raise
+    except CheckpointError as exc:  # one line naming the problem
+        raise UsageError(f"argument {flag}: {exc}") from None
     if explicit_language and settings.language not in ("auto", *engine.languages):
         raise UsageError(
             f"argument -l/--language: the model {engine.name} cannot transcribe "
@@ -332,6 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "transcribe":
+        try:
+            return run_transcribe(args)
+        except KeyboardInterrupt:
+            return 130
     logging.basicConfig(
         level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

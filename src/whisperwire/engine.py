@@ -90,6 +90,23 @@ class EngineOptions:
     base_model: str | None = None
 
 
+def _admit_languages(codes: list[str]) -> None:
+    """Let faster-whisper accept language codes a fine-tune's tokenizer added.
+
+    faster-whisper checks codes against its fixed list of Whisper's languages, although the
+    model and tokenizer would take any `<|code|>` token; a checkpoint trained on a new
+    language carries such a token. Its list is module state, so it is extended here.
+    """
+    import faster_whisper.tokenizer as tokenizer
+    import faster_whisper.transcribe as transcribe
+
+    extra = tuple(code for code in codes if code not in tokenizer._LANGUAGE_CODES)
+    if extra:
+        log.info("admitting language codes known to the checkpoint: %s", ", ".join(extra))
+        tokenizer._LANGUAGE_CODES = tokenizer._LANGUAGE_CODES + extra
+        transcribe._LANGUAGE_CODES = tokenizer._LANGUAGE_CODES
+
+
 def cuda_available() -> bool:
     try:
         import ctranslate2
@@ -137,6 +154,13 @@ class Engine:
         self.languages: frozenset[str] = (
             frozenset(self.model.supported_languages) if self.multilingual else frozenset({"en"})
         )
+        if source.kind == "checkpoint" and self.multilingual:
+            from whisperwire.checkpoints import checkpoint_languages
+
+            known = checkpoint_languages(location, multilingual=True)
+            if known:
+                self.languages = frozenset(known)
+                _admit_languages(known)
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
@@ -182,5 +206,25 @@ class Engine:
     def transcribe_file(
         self, audio: np.ndarray, language: str | None, task: str
     ) -> tuple[Iterator[Any], Any]:
-        """A whole clip with Whisper's own timestamp-driven seek over 30 s windows."""
-        return self.model.transcribe(audio, word_timestamps=True, **self._common(language, task))
+        """A whole clip with Whisper's own timestamp-driven seek over 30 s windows, exactly as
+        offline faster-whisper runs it. Without word timestamps: with them, each window would
+        start at the previous one's last word end by cross-attention alignment, which can cut
+        into the next word (measured on longform/ls_test_other_all100: "mother" heard as
+        "brother" at a seam), and the text would no longer be the offline one.
+
+        The segments are produced lazily, one window's decode at a time, each step under the
+        model lock: call this and advance the iterator from the scheduler's worker only.
+        """
+        with self._lock:
+            segments, info = self.model.transcribe(
+                audio, word_timestamps=False, **self._common(language, task)
+            )
+        return self._locked(segments), info
+
+    def _locked(self, segments: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            with self._lock:
+                segment = next(segments, None)
+            if segment is None:
+                return
+            yield segment

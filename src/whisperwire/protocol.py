@@ -58,6 +58,7 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.clip: str | None = None  # set for a refused `audio` message: its audio_id
 
 
 # --------------------------------------------------------------------------- settings
@@ -247,6 +248,14 @@ class Codec:
         return Config(changes)
 
     def _receive_clip(self, obj: dict[str, Any]) -> ClipAudio:
+        try:
+            return self._parse_clip(obj)
+        except ProtocolError as exc:
+            audio_id = obj.get("audio_id")
+            exc.clip = str(audio_id) if isinstance(audio_id, (str, int)) else ""
+            raise
+
+    def _parse_clip(self, obj: dict[str, Any]) -> ClipAudio:
         audio_id = obj.get("audio_id")
         if audio_id is not None and not isinstance(audio_id, (str, int)):
             raise ProtocolError(INVALID_MESSAGE, "audio: 'audio_id' must be a string")
@@ -288,7 +297,9 @@ class Codec:
 
     def _too_big(self, size: int) -> str:
         return (
-            f"message of {size} bytes exceeds the server's limit of {self.max_message_bytes} bytes"
+            f"message of {size} bytes exceeds the server's limit of {self.max_message_bytes} "
+            "bytes (its --max-message-mb); split the audio, compress it (Opus, MP3) or stream "
+            "it as PCM frames"
         )
 
     # ---- encoding
@@ -310,12 +321,15 @@ def encode_json(event: dict[str, Any]) -> str:
 
 
 def encode_text(event: dict[str, Any]) -> str | None:
-    """The whisper.cpp-stream dialect: `CONNECTION_ID:<id>`, then final texts, nothing else."""
+    """The whisper.cpp-stream dialect: `CONNECTION_ID:<id>`, then final texts (a clip's whole
+    transcription is one), nothing else."""
     kind = event.get("type")
     if kind == "state" and event.get("state") == "ready" and "session_id" in event:
         return f"CONNECTION_ID:{event['session_id']}"
     if kind == "final":
         return str(event["text"])
+    if kind == "transcription":
+        return str(event["transcription"])
     return None
 
 

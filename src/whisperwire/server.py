@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import re
+import ssl
 from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
@@ -21,6 +24,68 @@ from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
 
 log = logging.getLogger("whisperwire.server")
+
+
+class TLSError(Exception):
+    """The certificate or key cannot serve TLS; `which` is "cert" or "key"."""
+
+    def __init__(self, which: str, message: str) -> None:
+        super().__init__(message)
+        self.which = which
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _read_pem(which: str, path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TLSError(which, f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise TLSError(which, f"{path} is a directory, not a PEM file") from None
+    except OSError as exc:
+        raise TLSError(which, f"{path} cannot be read: {exc.strerror}") from None
+
+
+def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """The server's TLS context: TLS 1.2 at least, Python's default (secure) ciphers.
+
+    `keyfile` may be omitted when `certfile` holds the key too. Raises TLSError with a
+    one-line reason for a missing, unreadable, non-PEM, encrypted or mismatched file.
+    """
+    if "-----BEGIN CERTIFICATE-----" not in _read_pem("cert", certfile):
+        raise TLSError("cert", f"{certfile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    key_which, key_path = ("key", keyfile) if keyfile else ("cert", certfile)
+    if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", _read_pem(key_which, key_path)):
+        hint = "" if keyfile else "; give the key file too"
+        raise TLSError(key_which, f"{key_path} holds no PEM private key{hint}")
+
+    def encrypted() -> str:
+        raise _Encrypted
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile, password=encrypted)
+    except _Encrypted:
+        raise TLSError(
+            key_which,
+            f"{key_path} is encrypted with a passphrase; give an unencrypted key "
+            "(openssl pkey -in KEY -out PLAIN_KEY)",
+        ) from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TLSError(
+                key_which,
+                f"the private key in {key_path} does not match the certificate in {certfile}",
+            ) from None
+        raise TLSError("cert", f"cannot load {certfile}: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise TLSError("cert", f"cannot load {certfile}: {exc.strerror or exc}") from None
+    return context
 
 
 class App:
@@ -52,6 +117,15 @@ class App:
             await asyncio.gather(*(s.shutdown(timeout) for s in sessions), return_exceptions=True)
 
 
+def authorized(ws: WebSocket, keys: list[str]) -> bool:
+    """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
+    offered = ws.query_params.get("token", "")
+    header = ws.headers.get("authorization", "")
+    if not offered and header.lower().startswith("bearer "):
+        offered = header[7:].strip()
+    return any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys)
+
+
 def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> FastAPI:
     state = App(settings, engine, forwarder)
 
@@ -78,12 +152,22 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "queued_jobs": state.scheduler.pending,
         }
 
+    async def refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+        await ws.send_text(proto.encode_json(proto.error_event(code, message)))
+        await ws.close(close_code, code.lower())
+
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
+        if settings.api_keys and not authorized(ws, settings.api_keys):
+            message = (
+                "this server needs an API key: pass ?token=KEY or the header "
+                "'Authorization: Bearer KEY'"
+            )
+            await refuse(ws, proto.UNAUTHORIZED, message, 1008)
+            return
         if len(state.sessions) >= settings.max_sessions:
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
-            await ws.send_text(proto.encode_json(proto.error_event(proto.OVERLOADED, message)))
-            await ws.close(1013, "overloaded")
+            await refuse(ws, proto.OVERLOADED, message, 1013)
             return
 
         async def close(code: int, reason: str) -> None:
@@ -99,10 +183,16 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("bytes") is not None:
-                    await session.receive_bytes(message["bytes"])
-                elif message.get("text") is not None:
-                    await session.receive_text(message["text"])
+                try:
+                    if message.get("bytes") is not None:
+                        await session.receive_bytes(message["bytes"])
+                    elif message.get("text") is not None:
+                        await session.receive_text(message["text"])
+                except Exception as exc:  # a bug of ours: say so, keep the session
+                    log.exception("session %s: unexpected error", session.id)
+                    await session.send_error(
+                        proto.INTERNAL_ERROR, f"the server failed on that message: {exc}"
+                    )
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -152,4 +242,8 @@ def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
     )
+    if settings.certfile:
+        # uvicorn builds its own context from the files; ours also refuses TLS < 1.2.
+        config.load()
+        config.ssl = tls_context(settings.certfile, settings.keyfile)
     GracefulServer(config, app.state.whisperwire).run()

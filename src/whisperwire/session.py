@@ -18,6 +18,7 @@ import numpy as np
 
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
+from whisperwire.clips import ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.policy import (
@@ -131,6 +132,7 @@ class Session:
         self._query = query or {}
         self.policy = Policy(services.policy_config)
         self._pipeline: AudioPipeline | None = None
+        self._clips: ClipQueue | None = None  # made on the session's first `audio` message
         self._decoding: asyncio.Task[None] | None = None
         self._closed = False
         self._close_code = (1000, "end of stream")
@@ -199,6 +201,8 @@ class Session:
             message = self.codec.receive_text(text)
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, exc.message)
+            if exc.clip is not None:  # a refused clip: its client is not left waiting
+                await self.send({"type": "state", "state": "ready", "audio_id": exc.clip or None})
             return
         if isinstance(message, proto.Ping):
             await self.send({"type": "state", "state": "pong", "message": "pong"})
@@ -216,9 +220,7 @@ class Session:
         elif isinstance(message, proto.End):
             await self._end()
         elif isinstance(message, proto.ClipAudio):
-            await self.send_error(
-                proto.UNSUPPORTED_FORMAT, "clip messages are not available on this server yet"
-            )
+            await self._clip_queue().submit(message, self.codec.config)
 
     async def _end(self) -> None:
         if self.policy.finished:
@@ -235,12 +237,14 @@ class Session:
         self.policy.set_options(None if config.language == "auto" else config.language, config.task)
 
     def status(self) -> dict[str, Any]:
+        clips = self._clips.status() if self._clips is not None else {}
         return {
             "type": "state",
-            "state": "processing" if self.policy.busy else "ready",
+            "state": "processing" if self.policy.busy or clips else "ready",
             "session_id": self.id,
             "duration": _round(self.policy.duration),
             "queued_jobs": self.services.scheduler.pending,
+            **clips,
         }
 
     # ---- decoding
@@ -285,6 +289,8 @@ class Session:
                     await forwarder.flush(self.id)
                 elif isinstance(event, Ended):
                     await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
+            if isinstance(event, Ended) and self._clips is not None:
+                await self._clips.drain()  # clips sent before `end` are answered first
             await self.send(event_message(event))
             if isinstance(event, Ended):
                 await self._close(*self._close_code)
@@ -305,3 +311,13 @@ class Session:
 
     async def send_error(self, code: str, message: str) -> None:
         await self.send(proto.error_event(code, message))
+
+    # ---- whole clips
+
+    def _clip_queue(self) -> ClipQueue:
+        if self._clips is None:
+            services = self.services
+            self._clips = ClipQueue(
+                self.id, services.engine, services.scheduler, self.send, lambda: self._closed
+            )
+        return self._clips

@@ -24,8 +24,9 @@ class Settings:
     port: int = 9002
     certfile: str | None = None
     keyfile: str | None = None
-    max_message_mb: float = 64.0
+    max_message_mb: float = 128.0
     max_sessions: int = 64
+    api_keys: list[str] = field(default_factory=list)  # empty: no authentication
     # streaming
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     # forwarding

@@ -1,0 +1,269 @@
+"""Whole-clip transcription: `audio` messages -> base64 -> any audio file -> one transcript.
+
+A clip of any length is transcribed with Whisper's own timestamp-driven seek (faster-whisper's
+`transcribe`, as offline): each window is at most 30 s, and the next one starts where the last
+complete segment ended, so the windows overlap by whatever the previous one did not finish and
+no word is lost or doubled at a seam. The segment generator is advanced one step per scheduler
+job, so a long clip takes one window, then every other session gets its turn; the event loop
+only ever awaits.
+
+Per session, clips run one at a time in the order they arrived. Every accepted clip gets
+`state processing` at once, progress while it runs, then `transcription` or an `error`, and
+always `state ready` last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from whisperwire import protocol as proto
+from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, AudioTooLong, decode_file
+from whisperwire.engine import Engine
+from whisperwire.scheduler import Overloaded, Scheduler
+
+log = logging.getLogger("whisperwire.clips")
+
+MAX_CLIP_SECONDS = 4 * 3600.0  # decoded audio beyond this is refused (memory: ~1 GB float32)
+MAX_QUEUED_CLIPS = 8  # per session, waiting behind the one that runs
+FRAMES_PER_SECOND = 100  # Whisper's mel frames: a segment's `seek` counts these
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_DATA_URL = re.compile(r"data:[\w.+/-]*(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
+_WHITESPACE = re.compile(rb"\s+")
+
+
+class ClipError(Exception):
+    """A clip the server cannot transcribe; `code` is one of the contract's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_base64(text: str) -> bytes:
+    """`audio_data` -> file bytes. Accepts the standard and URL-safe alphabets, line breaks
+    (as `base64` tools wrap), missing padding and a `data:audio/...;base64,` prefix."""
+    if prefix := _DATA_URL.match(text):
+        text = text[prefix.end() :]
+    try:
+        raw = _WHITESPACE.sub(b"", text.encode("ascii"))
+    except UnicodeEncodeError:
+        raise ClipError(
+            proto.BASE64_DECODE_ERROR, "audio_data has characters outside base64's alphabet"
+        ) from None
+    if not raw:
+        raise ClipError(
+            proto.INVALID_MESSAGE, "audio_data is empty; send the audio file's bytes in base64"
+        )
+    raw = raw.translate(bytes.maketrans(b"-_", b"+/")).rstrip(b"=")
+    if len(raw) % 4 == 1:
+        raise ClipError(
+            proto.BASE64_DECODE_ERROR,
+            f"audio_data is not valid base64: {len(raw)} characters cannot encode whole bytes "
+            "(truncated?)",
+        )
+    try:
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ClipError(
+            proto.BASE64_DECODE_ERROR,
+            f"audio_data is not valid base64 ({exc}); send the audio file's bytes encoded "
+            "with standard base64",
+        ) from None
+
+
+def load_clip(audio_data: str, max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
+    """base64 text of an audio file -> 16 kHz mono float32. Blocking: run it in a thread."""
+    data = decode_base64(audio_data)
+    try:
+        return decode_file(data, max_seconds=max_seconds)
+    except AudioTooLong as exc:
+        raise ClipError(proto.MESSAGE_TOO_BIG, str(exc)) from None
+    except AudioDecodeError as exc:
+        raise ClipError(proto.AUDIO_DECODE_ERROR, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    audio_id: str
+    audio_data: str
+    language: str
+    task: str
+
+
+def _round(x: float) -> float:
+    return round(float(x), 3)
+
+
+def _segment(segment: Any) -> dict[str, Any]:
+    """A faster-whisper segment -> the `transcription` message's segment; `window` is where the
+    30 s window that decoded it starts, so seams are visible."""
+    return {
+        "start": _round(segment.start),
+        "end": _round(segment.end),
+        "text": segment.text.strip(),
+        "window": _round(segment.seek / FRAMES_PER_SECOND),
+    }
+
+
+class ClipQueue:
+    """One session's clips: accepted in order, transcribed one at a time."""
+
+    def __init__(
+        self,
+        key: str,
+        engine: Engine,
+        scheduler: Scheduler,
+        send: Send,
+        closed: Callable[[], bool],
+    ) -> None:
+        self.key = key  # the scheduler's fairness key: the session id
+        self.engine = engine
+        self.scheduler = scheduler
+        self._send = send
+        self._closed = closed
+        self._waiting: deque[ClipJob] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._current: ClipJob | None = None
+        self._progress = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._waiting)
+
+    def status(self) -> dict[str, Any]:
+        """Fields for the session's `status` reply while clips are in hand."""
+        if not self.busy:
+            return {}
+        current = {"audio_id": self._current.audio_id} if self._current else {}
+        return {**current, "progress": _round(self._progress), "clips_queued": len(self._waiting)}
+
+    async def submit(self, clip: proto.ClipAudio, config: proto.StreamConfig) -> None:
+        """Accept a clip (answered with `state processing` at once) and return; it runs later."""
+        audio_id = clip.audio_id or str(uuid.uuid4())
+        if len(self._waiting) >= MAX_QUEUED_CLIPS:
+            await self._send(
+                proto.error_event(
+                    proto.OVERLOADED,
+                    f"{len(self._waiting)} clips are already waiting on this session; wait for "
+                    "their transcriptions (or open another session) before sending more",
+                    audio_id=audio_id,
+                )
+            )
+            await self._ready(audio_id)
+            return
+        language, task = clip.language or config.language, clip.task or config.task
+        job = ClipJob(audio_id, clip.audio_data, language, task)
+        ahead = len(self._waiting) + (self._current is not None)
+        self._waiting.append(job)
+        await self._send(
+            {
+                "type": "state",
+                "state": "processing",
+                "audio_id": audio_id,
+                "progress": 0.0,
+                "queued": ahead,
+            }
+        )
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+
+    async def drain(self) -> None:
+        """Wait until every accepted clip has its answer."""
+        while self._runner is not None and not self._runner.done():
+            await asyncio.shield(self._runner)
+
+    async def _run(self) -> None:
+        while self._waiting and not self._closed():
+            self._current = self._waiting.popleft()
+            self._progress = 0.0
+            try:
+                await self._transcribe(self._current)
+            finally:
+                self._current = None
+        self._waiting.clear()  # the session closed: nobody will read the rest
+
+    async def _transcribe(self, job: ClipJob) -> None:
+        try:
+            samples = await self._load(job)
+            message = await self._segments(job, samples)
+        except ClipError as exc:
+            await self._send(proto.error_event(exc.code, exc.message, audio_id=job.audio_id))
+        except Overloaded as exc:
+            reason = f"clip not transcribed: {exc}; retry it later"
+            await self._send(proto.error_event(proto.OVERLOADED, reason, audio_id=job.audio_id))
+        except Exception as exc:  # noqa: BLE001 - the model failed; the client must hear it
+            log.exception("session %s: clip %s failed", self.key, job.audio_id)
+            reason = f"transcription failed: {exc}"
+            await self._send(
+                proto.error_event(proto.TRANSCRIPTION_ERROR, reason, audio_id=job.audio_id)
+            )
+        else:
+            if message is not None:
+                await self._send(message)
+        await self._ready(job.audio_id)
+
+    async def _load(self, job: ClipJob) -> np.ndarray:
+        try:
+            return await asyncio.to_thread(load_clip, job.audio_data)
+        except ClipError:
+            raise
+        except Exception as exc:  # e.g. MemoryError: the server's fault, not the clip's
+            log.exception("session %s: clip %s could not be decoded", self.key, job.audio_id)
+            raise ClipError(
+                proto.INTERNAL_ERROR, f"the server could not decode the clip: {exc!r}"
+            ) from exc
+
+    async def _segments(self, job: ClipJob, samples: np.ndarray) -> dict[str, Any] | None:
+        """Step Whisper's seek one scheduler job at a time; None if the session closed."""
+        duration = len(samples) / SAMPLE_RATE
+        engine = self.engine
+        segments_it, info = await self.scheduler.run(
+            self.key, lambda: engine.transcribe_file(samples, job.language, job.task)
+        )
+        it: Iterator[Any] = iter(segments_it)
+        segments: list[Any] = []
+        window = None
+        while True:
+            if self._closed():
+                return None
+            segment = await self.scheduler.run(self.key, lambda: next(it, None))
+            if segment is None:
+                break
+            segments.append(segment)
+            if segment.seek != window:  # the first segment of a new 30 s window
+                window = segment.seek
+                self._progress = min(1.0, segment.end / duration) if duration else 1.0
+                await self._send(
+                    {
+                        "type": "state",
+                        "state": "processing",
+                        "audio_id": job.audio_id,
+                        "progress": _round(self._progress),
+                    }
+                )
+        return {
+            "type": "transcription",
+            "transcription": "".join(s.text for s in segments).strip(),
+            "audio_id": job.audio_id,
+            "language": info.language,
+            "duration": _round(duration),
+            "segments": [_segment(s) for s in segments],
+        }
+
+    async def _ready(self, audio_id: str) -> None:
+        if not self._closed():
+            await self._send({"type": "state", "state": "ready", "audio_id": audio_id})
