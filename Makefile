@@ -18,7 +18,7 @@ install: $(BIN)/python
 # pulls a CUDA build in its place.
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test,hf]"
+	$(BIN)/pip install --quiet -e ".[test,hf,bench]"
 
 serve: install
 	$(BIN)/whisperwire serve $(ARGS)

@@ -246,6 +246,16 @@ def build_parser() -> Parser:
 
 
 def _add_transcribe_parser(commands: Any) -> None:
+    from whisperwire.bench.runner import add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure latency, accuracy, capacity, memory and hallucination",
+        description="Benchmark a live server (started here, or --url) beside a fixed-window "
+        "baseline; writes JSON, Markdown and PNG plots.",
+    )
+    add_bench_arguments(bench)
+
     t = commands.add_parser(
         "transcribe",
         help="transcribe audio files on a running server",
@@ -415,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "bench":
+        from whisperwire.bench.runner import run_bench
+
+        return run_bench(args)
     if args.command == "transcribe":
         try:
             return run_transcribe(args)

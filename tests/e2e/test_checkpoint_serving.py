@@ -17,8 +17,11 @@ from support import (
     audio_root,
     librispeech_clips,
     load_audio,
+    recv_json,
+    session,
     start_server,
     stream,
+    transcribe_clip,
     transcripts,
     wer,
 )
@@ -57,6 +60,17 @@ def streamed_wer(server: Server, n: int = 10) -> float:
     return wer([ref for _, ref in clips], texts)
 
 
+def clip_wer(server: Server, n: int = 10) -> float:
+    clips = librispeech_clips(n)
+    with session(server.url) as ws:
+        recv_json(ws)
+        texts = [
+            transcribe_clip(ws, path.read_bytes(), f"clip-{i}")["transcription"]
+            for i, (path, _) in enumerate(clips)
+        ]
+    return wer([ref for _, ref in clips], texts)
+
+
 def serve_checkpoint(tmp: Path, checkpoint: Path, cache: Path, *args: str) -> Server:
     return start_server(tmp, "--checkpoint", str(checkpoint), "--cache-dir", str(cache), *args)
 
@@ -74,6 +88,9 @@ def test_safetensors_checkpoint_streams_like_the_bundled_model(
         assert "converting" in server.output().lower()
         checkpoint, stock = streamed_wer(server), streamed_wer(bundled)
         print(f"streaming WER: checkpoint {checkpoint:.4f}, bundled {stock:.4f}")
+        assert abs(checkpoint - stock) <= 0.01
+        checkpoint, stock = clip_wer(server), clip_wer(bundled)
+        print(f"clip WER: checkpoint {checkpoint:.4f}, bundled {stock:.4f}")
         assert abs(checkpoint - stock) <= 0.01
     finally:
         server.stop()

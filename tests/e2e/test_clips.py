@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import threading
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from support import (
     Server,
+    audio_message,
     audio_root,
     encode_audio,
     librispeech_clips,
@@ -23,8 +23,10 @@ from support import (
     normalizer,
     offline_transcripts,
     recv_json,
+    replies,
     session,
     start_server,
+    transcribe_clip,
     transcripts,
     wer,
 )
@@ -51,33 +53,6 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield srv
     srv.stop()
-
-
-def audio_message(data: bytes, audio_id: str | None = None, **extra: Any) -> str:
-    message = {"type": "audio", "format": "base64", "audio_data": base64.b64encode(data).decode()}
-    if audio_id is not None:
-        message["audio_id"] = audio_id
-    return json.dumps({**message, **extra})
-
-
-def replies(ws: Any, audio_id: str, timeout: float = 600) -> list[dict[str, Any]]:
-    """Messages for one clip up to its `state ready` (or a rejection that has no audio_id)."""
-    out = []
-    while True:
-        message = recv_json(ws, timeout=timeout)
-        out.append(message)
-        if message.get("audio_id") != audio_id:
-            assert message["type"] == "error", message
-            return out
-        if message["type"] == "state" and message["state"] == "ready":
-            return out
-
-
-def transcribe_clip(ws: Any, data: bytes, audio_id: str, **extra: Any) -> dict[str, Any]:
-    ws.send(audio_message(data, audio_id, **extra))
-    got = replies(ws, audio_id)
-    assert [m["type"] for m in got][-2:] == ["transcription", "state"], got
-    return got[-2]
 
 
 def ping_works(ws: Any) -> None:

@@ -1,0 +1,122 @@
+"""The benchmark harness in its tiny mode: every figure is present and sane (never its speed).
+
+Runs `benchmarks/run.py --tiny` as a user would (real whisperwire server, real baseline
+server, real speech at real-time pace): 2 short clips, N = 1, 2, a 15 s long-session
+stand-in and 4 s of silence / white / pink noise for each system. About 2 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import AUDIO, REPO, audio_root
+
+SYSTEMS = ("whisperwire", "baseline")
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    audio_root()
+    out = tmp_path_factory.mktemp("bench")
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "run.py"), "--tiny", "--no-progress",
+        "--out", str(out), "--audio", str(AUDIO), "--cache", str(out / "offline.json"),
+    ]  # fmt: skip
+    if not HAS_MATPLOTLIB:
+        command.append("--no-plots")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, f"bench failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_every_output_file_is_written(run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = run
+    markdown = (out / "results.md").read_text()
+    for heading in ("## Summary", "## Capacity", "## Hallucination", "## Long session"):
+        assert heading in markdown
+    if HAS_MATPLOTLIB:
+        for name in ("latency_vs_streams.png", "lag_cdf.png", "rss.png"):
+            png = out / name
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+            assert f"]({name})" in markdown
+    assert results["failures"] == []
+    assert results["mode"] == "tiny"
+    assert set(results["systems"]) == set(SYSTEMS)
+    for key in ("cpu", "cores", "faster-whisper", "load_average_start"):
+        assert key in results["machine"]
+    for key in ("beam_size", "frame_s", "n", "clips", "server_args"):
+        assert key in results["settings"]
+    assert {"final_lag", "first_seen_lag", "sent_time", "wer"} <= set(results["definitions"])
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_accuracy_and_one_stream_latency(run: tuple[Path, dict[str, Any]], system: str) -> None:
+    acc = run[1]["systems"][system]["accuracy"]
+    assert acc["sessions"] == 2 and not acc["session_errors"]
+    for key in ("wer_stream", "wer_offline", "wer_ratio"):
+        assert _number(acc[key]), key
+    assert 0 <= acc["wer_offline"] < 0.6 and 0 <= acc["wer_stream"] < 0.9
+    latency = acc["latency"]
+    assert latency["matched_words"] >= 0.6 * latency["reference_words"] > 0
+    for kind in ("final", "first_seen"):
+        block = latency[kind]
+        assert block["n"] == latency["matched_words"]
+        assert 0 < block["p50"] <= block["p95"] <= block["max"], (kind, block)
+    assert latency["first_seen"]["p50"] <= latency["final"]["p50"]
+    assert acc["time_to_first_text"]["p50"] > 0
+    assert len(acc["lags"]["final"]) == latency["matched_words"]
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_capacity_rows(run: tuple[Path, dict[str, Any]], system: str) -> None:
+    rows = run[1]["systems"][system]["capacity"]
+    assert [r["n"] for r in rows] == [1, 2]
+    for row in rows:
+        assert len(row["stream_s"]) == row["n"] and not row["session_errors"]
+        final = row["latency"]["final"]
+        assert 0 < final["p50"] <= final["p95"], row
+        assert isinstance(row["realtime_kept"], bool)
+        assert _number(row["lag_slope"]) and _number(row["wer_stream"])
+        assert _number(row["cpu_per_audio_s"]) and row["cpu_per_audio_s"] > 0
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_long_session_samples_rss(run: tuple[Path, dict[str, Any]], system: str) -> None:
+    long = run[1]["systems"][system]["long"]
+    assert not long["session_errors"]
+    assert len(long["rss_mb"]) >= 3
+    assert all(mb > 50 for _, mb in long["rss_mb"])  # a loaded model is never this small
+    times = [t for t, _ in long["rss_mb"]]
+    assert times == sorted(times)
+    assert _number(long["rss_growth_mb"]) and _number(long["wer_stream"])
+    assert long["latency"]["final"]["p50"] > 0
+    assert long["latency_first_window"]["final"]["n"] > 0
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_hallucination_counts(run: tuple[Path, dict[str, Any]], system: str) -> None:
+    noise = run[1]["systems"][system]["noise"]
+    assert set(noise) == {"silence", "white", "pink"}
+    for entry in noise.values():
+        assert isinstance(entry["final_words"], int) and entry["final_words"] >= 0
+        assert not entry["session_errors"]
+
+
+def test_goals_are_all_evaluated(run: tuple[Path, dict[str, Any]]) -> None:
+    goals = run[1]["goals"]
+    assert len(goals) == 9
+    for goal in goals:
+        assert goal["value"] is not None, goal
+        assert isinstance(goal["met"], bool), goal

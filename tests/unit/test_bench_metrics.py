@@ -1,0 +1,106 @@
+"""The benchmark's scoring on hand-made message logs: lags, alignment, summaries, goals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("jiwer")
+pytest.importorskip("whisper_normalizer")
+
+from whisperwire.bench import metrics as M  # noqa: E402
+from whisperwire.bench.report import goals, max_realtime_streams  # noqa: E402
+
+FRAME = 0.1
+
+
+def sent_time(t: float) -> float:
+    """Frames sent exactly on schedule from t = 100.0: frame k at 100.0 + k * 0.1."""
+    return 100.0 + M.frame_index(t, FRAME, 10_000) * FRAME
+
+
+def msg(kind: str, text: str) -> dict[str, Any]:
+    return {"type": kind, "text": text}
+
+
+def test_frame_index_is_the_frame_holding_the_time() -> None:
+    assert M.frame_index(0.0, FRAME, 50) == 0
+    assert M.frame_index(0.05, FRAME, 50) == 0
+    assert M.frame_index(1.0, FRAME, 50) == 9  # audio up to 1.0 s is in frames 0..9
+    assert M.frame_index(1.01, FRAME, 50) == 10
+    assert M.frame_index(99.0, FRAME, 50) == 49  # clamped to the last frame
+
+
+def test_final_and_first_seen_lags() -> None:
+    reference = [(" Hello,", 0.0, 0.5), (" Mr.", 0.6, 0.9), (" Hale.", 0.9, 1.3)]
+    messages = [
+        (100.9, msg("partial", "Hello")),
+        (101.2, msg("partial", "Hello, mister")),
+        (101.6, msg("final", "Hello,")),
+        (101.7, msg("partial", "Mr. Hail")),  # a wrong word, later corrected
+        (102.5, msg("final", "Mr. Hale.")),
+    ]
+    line = M.timeline(messages)
+    assert line.tokens == ["hello", "mister", "hale"]
+    lags, n = M.word_lags(reference, line, sent_time)
+    assert n == 3
+    by_token = {w.token: w for w in lags}
+    # "hello" ends at 0.5 s: frame 4, sent at 100.4
+    assert by_token["hello"].first == pytest.approx(0.5)
+    assert by_token["hello"].final == pytest.approx(1.2)
+    # "mister" ends at 0.9 s: frame 8, sent at 100.8; first shown at 101.2
+    assert by_token["mister"].first == pytest.approx(0.4)
+    assert by_token["mister"].final == pytest.approx(1.7)
+    # "hale" was shown as "hail" first: it is first seen with its final, at 102.5
+    assert by_token["hale"].first == pytest.approx(by_token["hale"].final)
+    assert line.first_text_at == 100.9
+
+
+def test_a_common_word_is_not_matched_to_a_later_repeat() -> None:
+    messages = [
+        (10.0, msg("partial", "the")),
+        (11.0, msg("final", "the cat and the dog")),
+    ]
+    line = M.timeline(messages)
+    assert line.first_at == [10.0, 11.0, 11.0, 11.0, 11.0]
+
+
+def test_unmatched_words_are_not_timed() -> None:
+    reference = [(" red", 0.0, 0.3), (" green", 0.3, 0.6), (" blue.", 0.6, 0.9)]
+    line = M.timeline([(5.0, msg("final", "Red, blue black."))])
+    lags, n = M.word_lags(reference, line, lambda t: 0.0)
+    assert n == 3
+    assert [(w.token, w.end, w.final) for w in lags] == [("red", 0.3, 5.0), ("blue", 0.9, 5.0)]
+
+
+def test_wer_and_summary() -> None:
+    assert M.wer(["HELLO MISTER HALE"], ["Hello, Mr. Hale."]) == 0.0
+    assert M.wer(["A B C D"], ["a b c"]) == pytest.approx(0.25)
+    assert M.wer([""], ["x"]) is None
+    s = M.summary([1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4 and s["p50"] == 2.5 and s["max"] == 4.0
+    assert M.summary([])["p50"] is None
+
+
+def test_lag_slope_tells_a_server_that_falls_behind() -> None:
+    steady = [M.WordLag("w", t, 0.5, 1.0 + (0.3 if t % 2 else 0.0)) for t in range(40)]
+    behind = [M.WordLag("w", t, 0.5, 1.0 + 0.2 * t) for t in range(40)]
+    assert abs(M.lag_slope(steady) or 0) < 0.05
+    assert M.lag_slope(behind) == pytest.approx(0.2)
+
+
+def test_max_realtime_streams_stops_at_the_first_failure() -> None:
+    def row(n: int, kept: bool, p95: float) -> dict[str, Any]:
+        return {"n": n, "realtime_kept": kept, "latency": {"final": {"p95": p95}}}
+
+    rows = [row(1, True, 1.0), row(2, True, 1.5), row(4, True, 2.5), row(8, True, 1.9)]
+    assert max_realtime_streams(rows) == 2
+    assert max_realtime_streams([row(1, False, 1.0)]) == 0
+    assert max_realtime_streams(None) is None
+
+
+def test_goals_tolerate_missing_scenarios() -> None:
+    out = goals({"systems": {"whisperwire": {"accuracy": {"wer_ratio": 1.02}}}})
+    assert out[0]["met"] is True
+    assert all(g["met"] is None for g in out[1:])
