@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -445,11 +445,17 @@ class Policy:
         self._last_request_end = self._win_start
 
     def _commit(self, words: list[Word]) -> None:
-        """Words that will never change: held until they become final."""
-        if words:
-            self._held += words
-            self._recent = (self._recent + words)[-8:]
-            self._committed_end = words[-1].end
+        """Words that will never change: held until they become final.
+
+        Their times never go back: timestamps of separate decodes differ by a few hundredths,
+        so a word may be placed slightly before the end of the previous committed one.
+        """
+        for word in words:
+            start = max(word.start, self._committed_end)
+            word = replace(word, start=start, end=max(word.end, start))
+            self._held.append(word)
+            self._recent = (self._recent + [word])[-8:]
+            self._committed_end = word.end
 
     def _phrase_cut(self, now: float) -> int:
         """How many held words become final: all once held `max_hold_s`, else to a phrase end."""

@@ -266,3 +266,19 @@ def test_detected_language_is_reported_and_reused_within_a_region() -> None:
     assert {e.language for e in events if isinstance(e, Final)} == {"de"}
     assert fake.requests[0].language is None
     assert all(r.language == "de" for r in fake.requests[1:])
+
+
+def test_final_times_never_go_back_even_when_decodes_disagree_on_timestamps() -> None:
+    class Jittery(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            shift = -0.08 if self.calls % 2 else 0.0  # every other decode places words earlier
+            words = super().__call__(request).words
+            return Hypothesis([Word(w.text, w.start + shift, w.end + shift) for w in words], "en")
+
+    policy = Policy()
+    fake = Jittery(script([f"w{i}" for i in range(12)], 0.5, per_word=0.3), unstable_tail=False)
+    events = run(policy, fake, 6.0, [(0.5, 4.2)])
+    words = [w for e in events if isinstance(e, Final) for w in e.words]
+    assert [w.text.strip() for w in words] == [f"w{i}" for i in range(12)]
+    for earlier, later in zip(words, words[1:], strict=False):
+        assert earlier.end <= later.start and later.start <= later.end
