@@ -115,6 +115,7 @@ class PolicyConfig:
     prompt_chars: int = 200  # finals' text given as prompt
 
 
+SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
 PHRASE_END = re.compile(r"[.,?!;:]$")
 _NORM = re.compile(r"[^\w']+")
 
@@ -414,20 +415,35 @@ class Policy:
         return gap <= cfg.context_gap_s * SAMPLE_RATE and window <= cfg.trim_s * SAMPLE_RATE
 
     def _new_words(self, hypothesis: Hypothesis, offset: float) -> list[Word]:
-        """Hypothesis words that lie beyond what is committed, in session time."""
+        """Hypothesis words that lie beyond what is committed, in session time.
+
+        The cut is placed by time (the first word starting at the committed end), then moved
+        by up to `SEAM_SHIFT` words to where the hypothesis best repeats the last committed
+        words: word times differ between decodes by a few tenths, which would otherwise
+        repeat a committed word ("Mr. Hale, Hale") or lose a new one. A repetition the
+        hypothesis itself contains ("tear down the fence, tear down the fence") survives,
+        because the cut that matches the committed words lies before it.
+        """
         words = [
             Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
             for w in hypothesis.words
             if w.text.strip()
         ]
-        words = [w for w in words if w.start >= self._committed_end - 0.1]
-        # The window may begin inside committed speech: drop a repeated n-gram at the seam.
-        if words and self._recent:
-            for n in range(min(5, len(words), len(self._recent)), 0, -1):
-                if [_norm(w.text) for w in self._recent[-n:]] == [_norm(w.text) for w in words[:n]]:
-                    words = words[n:]
-                    break
-        return words
+        cut = next(
+            (i for i, w in enumerate(words) if w.start >= self._committed_end - 0.1), len(words)
+        )
+        if self._recent:
+            done = [_norm(w.text) for w in self._recent]
+            said = [_norm(w.text) for w in words]
+            best, best_score = cut, _suffix_match(done, said[:cut])
+            for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
+                if k > cut and words[k - 1].start > self._committed_end + 0.3:
+                    break  # beyond the seam: a new word, whatever it says
+                score = _suffix_match(done, said[:k])
+                if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
+                    best, best_score = k, score
+            cut = best
+        return words[cut:]
 
     def _commit_cap(self, new: list[Word], window_end: float) -> None:
         """The window is full: commit through Whisper's last complete segment and move on."""
@@ -522,6 +538,14 @@ class Policy:
         if keep > self._audio_start:
             self._audio = self._audio[keep - self._audio_start :]
             self._audio_start = keep
+
+
+def _suffix_match(a: list[str], b: list[str]) -> int:
+    """How many trailing words `a` and `b` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
 
 
 def _common_prefix(a: list[Word], b: list[Word]) -> int:

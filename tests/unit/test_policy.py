@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -282,3 +282,33 @@ def test_final_times_never_go_back_even_when_decodes_disagree_on_timestamps() ->
     assert [w.text.strip() for w in words] == [f"w{i}" for i in range(12)]
     for earlier, later in zip(words, words[1:], strict=False):
         assert earlier.end <= later.start and later.start <= later.end
+
+
+class JitterWhisper(FakeWhisper):
+    """Word times move by up to `jitter` s from one decode to the next, as Whisper's do."""
+
+    def __init__(self, spoken: list[Spoken], jitter: float) -> None:
+        super().__init__(spoken)
+        self.jitter = jitter
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        hypothesis = super().__call__(request)
+        shift = self.jitter * (1 if self.calls % 3 == 0 else -1 if self.calls % 3 == 1 else 0)
+        return Hypothesis(
+            [
+                replace(w, start=max(0.0, w.start + shift), end=max(0.0, w.end + shift))
+                for w in hypothesis.words
+            ],  # fmt: skip
+            hypothesis.language,
+        )
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.2, 0.3])
+def test_jittery_word_times_neither_repeat_nor_drop_words_and_real_repeats_survive(
+    jitter: float,
+) -> None:
+    said = "some sung out tear down the fence tear down the fence let me tell you you have seen"
+    words = (said + " hold on hold fast hold out").split(" ")
+    policy, fake = Policy(), JitterWhisper(script(words, 0.5), jitter)
+    events = run(policy, fake, 12.0, [(0.5, 0.5 + 0.4 * len(words))])
+    assert finals_text(events).split() == words

@@ -186,7 +186,7 @@ def markdown(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         [_lags(acc[n].get("latency"), "final") for n in names],
         "final lag p50, one stream (s)",
     )
-    row("time to first text p50 (from the first frame)",
+    row("time to first partial p50 (first text, from the first frame)",
         [_s(_get(acc[n], "time_to_first_text", "p50")) for n in names])  # fmt: skip
     row(
         "words shown in a partial before their final",
@@ -351,6 +351,8 @@ def _rss(long: dict[str, Any]) -> str:
         return "–"
     steady = long.get("rss_growth_after_first_minute_mb")
     after = f"; {steady:+.0f} after the first minute" if steady is not None else ""
+    slope = long.get("rss_slope_after_first_minute_mb_per_min")
+    after += f"; trend {slope:+.1f} MiB/min" if slope is not None else ""
     return (
         f"{samples[0][1]:.0f} → {samples[-1][1]:.0f} MiB ({long.get('rss_growth_mb'):+.0f}{after})"
     )
@@ -393,8 +395,12 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ns = sorted({r["n"] for d in systems.values() for r in _list(d.get("capacity"))})
         ax.set_xticks(ns, [str(x) for x in ns])
+        ax.set_yscale("log")
+        ticks = [0.25, 0.5, 1, 2, 5, 10, 30, 100, 300, 1000]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_ylim(0.25, max(4.0, ax.get_ylim()[1]))
         ax.set_xlabel("concurrent real-time streams")
-        ax.set_ylabel("lag (s)")
+        ax.set_ylabel("lag (s, log scale)")
         ax.set_title("Word lag against concurrent streams")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

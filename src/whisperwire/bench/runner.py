@@ -121,6 +121,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help='flags for the `whisperwire serve` the harness starts, e.g. "--step 1.0 -bs 1"',
     )
     parser.add_argument(
+        "--server-command",
+        default=None,
+        help="command that runs the server under test, before its flags (default: "
+        "`python -m whisperwire serve`); it must accept --host and --port",
+    )
+    parser.add_argument(
         "--beam-size",
         type=int,
         default=None,
@@ -249,11 +255,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 class Progress:
-    """One bar over the planned real-time seconds of audio (wall-clock progress)."""
+    """Progress over the planned real-time seconds of audio (wall-clock progress): a tqdm bar
+    on a terminal, else one line per phase and one every `every` seconds (for CI logs)."""
 
-    def __init__(self, total: float, enabled: bool) -> None:
+    def __init__(self, total: float, enabled: bool, every: float = 60.0) -> None:
+        self.total = total
+        self.done = 0.0
+        self.enabled = enabled
+        self.every = every
+        self._next_line = time.monotonic() + every
+        self._started = time.monotonic()
         self.bar: Any = None
-        if enabled:
+        if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
 
@@ -267,17 +280,29 @@ class Progress:
                 )
             except ImportError:
                 self.bar = None
-        self._last_note = 0.0
+
+    def _line(self, text: str) -> None:
+        if self.enabled:
+            pct = 100 * self.done / self.total if self.total else 100.0
+            elapsed = time.monotonic() - self._started
+            print(
+                f"[bench {pct:3.0f}% {elapsed / 60:5.1f} min] {text}", file=sys.stderr, flush=True
+            )
 
     def phase(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_description(text)
         else:
-            print(f"[bench] {text}", file=sys.stderr, flush=True)
+            self._line(text)
 
     def advance(self, seconds: float) -> None:
+        seconds = min(seconds, max(0.0, self.total - self.done))  # estimates are not exact
+        self.done += seconds
         if self.bar is not None:
             self.bar.update(seconds)
+        elif time.monotonic() >= self._next_line:
+            self._next_line = time.monotonic() + self.every
+            self._line(f"{self.done:.0f} of {self.total:.0f} s of audio streamed")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -350,14 +375,14 @@ def run_accuracy(
             "first_seen": [round(w.first, 3) for w in all_lags],
             "final": [round(w.final, 3) for w in all_lags],
         },
-        "examples": [
+        "transcripts": [
             {
                 "clip": s.name,
                 "reference": s.reference,
-                "stream": log.text,
                 "offline": stream_offline_text(s, offline),
+                "stream": log.text,
             }
-            for s, log in list(zip(streams, logs, strict=True))[:3]
+            for s, log in zip(streams, logs, strict=True)
         ],
     }
 
@@ -447,9 +472,11 @@ def run_long(
         settle = [mb for t, mb in rss if t >= min(60.0, rss[-1][0] / 2)]
         steady = round(rss[-1][1] - settle[0], 1) if settle else None
     cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+    late = [(t, mb) for t, mb in rss if t >= 60.0]
     return {
         "audio_s": round(stream.duration, 1),
         "clip": stream.name,
+        "text": log.text,
         "wer_stream": _r(M.wer([stream.reference or ""], [log.text]), 4),
         "wer_offline": _r(
             M.wer([stream.reference or ""], [stream_offline_text(stream, offline)]), 4
@@ -462,6 +489,9 @@ def run_long(
         "rss_interval_s": interval,
         "rss_growth_mb": growth,
         "rss_growth_after_first_minute_mb": steady,
+        "rss_slope_after_first_minute_mb_per_min": _r(_slope(late) * 60, 2)
+        if len(late) >= 3
+        else None,
         "rss_max_mb": max((mb for _, mb in rss), default=None),
         "cpu_per_audio_s": _r(cpu / stream.duration, 3) if cpu is not None else None,
         "drain_s": _r(log.drain, 3),
@@ -490,6 +520,14 @@ def run_noise(system: System, streams: Sequence[StreamAudio], progress: Progress
             "session_errors": _session_errors([log]),
         }
     return out
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
 
 
 def _r(x: float | None, digits: int) -> float | None:
@@ -624,7 +662,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.url:
         systems.append(external_system("whisperwire", args.url))
     else:
-        systems.append(whisperwire_system(list(plan.server_args), log_dir))
+        command = shlex.split(args.server_command) if args.server_command else None
+        systems.append(whisperwire_system(list(plan.server_args), log_dir, command))
     if not args.no_baseline:
         systems.append(baseline_system(plan.beam_size, plan.threads, log_dir))
         systems[-1].command += ["--window", str(args.baseline_window)]  # type: ignore[operator]

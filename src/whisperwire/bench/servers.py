@@ -176,9 +176,11 @@ def start_all(systems: list[System]) -> None:
         system.wait_ready()
 
 
-def whisperwire_system(server_args: list[str], log_dir: Path) -> System:
-    command = [sys.executable, "-m", "whisperwire", "serve", *server_args]
-    return System("whisperwire", command, log_dir=log_dir)
+def whisperwire_system(
+    server_args: list[str], log_dir: Path, command: list[str] | None = None
+) -> System:
+    base = command or [sys.executable, "-m", "whisperwire", "serve"]
+    return System("whisperwire", [*base, *server_args], log_dir=log_dir)
 
 
 def baseline_system(beam_size: int, threads: int, log_dir: Path) -> System:
