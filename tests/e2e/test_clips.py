@@ -37,14 +37,6 @@ LONG = "ls_test_other_all100.flac"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    audio_root()
-    srv = start_server(tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """1 MiB messages (uvicorn's own limit: 2 MiB) and two sessions at most."""
     audio_root()

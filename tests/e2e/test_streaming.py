@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,6 @@ from support import (
     transcripts,
     wer,
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    audio_root()
-    srv = start_server(tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.stop()
 
 
 def test_streaming_wer_is_close_to_offline(server: Server) -> None:

@@ -188,7 +188,8 @@ def test_long_speech_in_real_time_keeps_the_window_short() -> None:
 def test_pause_then_speech_keeps_context_but_never_repeats_words() -> None:
     first = script(["ask", "not"], 1.0)
     second = script(["what", "your", "country", "can", "do"], 3.0)
-    policy, fake = Policy(), FakeWhisper(first + second, unstable_tail=False)
+    policy = Policy(PolicyConfig(prompt_chars=200))
+    fake = FakeWhisper(first + second, unstable_tail=False)
     events = run(policy, fake, 7.0, [(1.0, 1.8), (3.0, 5.0)])
     assert finals_text(events).split() == ["ask", "not", "what", "your", "country", "can", "do"]
     last = fake.requests[-1]
@@ -196,12 +197,14 @@ def test_pause_then_speech_keeps_context_but_never_repeats_words() -> None:
     assert last.prompt == "", "text inside the window is not given again as prompt"
 
 
-def test_prompt_carries_the_text_before_the_window() -> None:
+def test_prompt_carries_the_text_before_the_window_when_enabled() -> None:
     first = script(["first", "sentence", "here"], 1.0)
     second = script(["second", "one"], 8.0)
-    policy, fake = Policy(), FakeWhisper(first + second)
-    run(policy, fake, 10.0, [(1.0, 2.2), (8.0, 8.8)])
-    assert fake.requests[-1].prompt == "first sentence here"
+    for chars, expected in ((200, "first sentence here"), (8, "nce here"), (0, "")):
+        policy, fake = Policy(PolicyConfig(prompt_chars=chars)), FakeWhisper(first + second)
+        run(policy, fake, 10.0, [(1.0, 2.2), (8.0, 8.8)])
+        assert fake.requests[-1].prompt == expected
+    assert Policy().config.prompt_chars == 0, "no prompt by default"
 
 
 def test_flush_finalises_now_and_reports_flushed_after_the_finals() -> None:
