@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ct2-cache")
 
 
-@pytest.fixture(scope="module")
-def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    audio_root()
-    server = start_server(tmp_path_factory.mktemp("bundled"))
-    yield server
-    server.stop()
-
-
 def streamed_wer(server: Server, n: int = 10) -> float:
     clips = librispeech_clips(n)
     texts = [stream(server.url, load_audio(path)).text for path, _ in clips]
@@ -81,19 +72,20 @@ def jfk_wer(server: Server) -> float:
 
 
 def test_safetensors_checkpoint_streams_like_the_bundled_model(
-    tiny_en_hf: Path, cache: Path, bundled: Server, tmp_path: Path
+    tiny_en_hf: Path, cache: Path, server: Server, tmp_path: Path
 ) -> None:
-    server = serve_checkpoint(tmp_path, tiny_en_hf, cache)
+    """`server` runs the bundled model (tests/e2e/conftest.py)."""
+    converted = serve_checkpoint(tmp_path, tiny_en_hf, cache)
     try:
-        assert "converting" in server.output().lower()
-        checkpoint, stock = streamed_wer(server), streamed_wer(bundled)
+        assert "converting" in converted.output().lower()
+        checkpoint, stock = streamed_wer(converted), streamed_wer(server)
         print(f"streaming WER: checkpoint {checkpoint:.4f}, bundled {stock:.4f}")
         assert abs(checkpoint - stock) <= 0.01
-        checkpoint, stock = clip_wer(server), clip_wer(bundled)
+        checkpoint, stock = clip_wer(converted), clip_wer(server)
         print(f"clip WER: checkpoint {checkpoint:.4f}, bundled {stock:.4f}")
         assert abs(checkpoint - stock) <= 0.01
     finally:
-        server.stop()
+        converted.stop()
     again = serve_checkpoint(tmp_path, tiny_en_hf, cache)  # the cache is reused
     try:
         assert "converting" not in again.output().lower(), again.output()
