@@ -209,15 +209,20 @@ def latency_block(lags: Sequence[WordLag], reference_tokens: int) -> dict[str, A
     }
 
 
+def slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x; None with fewer than 3 points or no spread in x."""
+    if len(points) < 3:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    if var <= 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / var
+
+
 def lag_slope(lags: Sequence[WordLag]) -> float | None:
     """Least-squares slope of final lag against the word's time in its stream (s per s):
     about 0 while the server keeps up, 1 - speed when it processes slower than real time."""
-    if len(lags) < 3:
-        return None
-    xs = [w.end for w in lags]
-    ys = [w.final for w in lags]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    if var <= 0:
-        return None
-    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var, 4)
+    value = slope([(w.end, w.final) for w in lags])
+    return None if value is None else round(value, 4)

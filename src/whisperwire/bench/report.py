@@ -402,12 +402,7 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("concurrent real-time streams")
         ax.set_ylabel("lag (s, log scale)")
         ax.set_title("Word lag against concurrent streams")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / PLOTS["latency_vs_streams"]
-        fig.savefig(path)
-        written.append(path)
+        written.append(_save(fig, ax, out / PLOTS["latency_vs_streams"], fontsize=7))
     plt.close(fig)
 
     # Lag CDF at one stream (the accuracy run).
@@ -430,12 +425,7 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("fraction of words")
         ax.set_title("Word lag, one stream at a time")
         ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        path = out / PLOTS["lag_cdf"]
-        fig.savefig(path)
-        written.append(path)
+        written.append(_save(fig, ax, out / PLOTS["lag_cdf"], fontsize=8, loc="lower right"))
     plt.close(fig)
 
     # RSS over the long session.
@@ -452,14 +442,18 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("server RSS (MiB)")
         ax.set_title("Server memory over the long session")
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / PLOTS["rss"]
-        fig.savefig(path)
-        written.append(path)
+        written.append(_save(fig, ax, out / PLOTS["rss"], fontsize=8))
     plt.close(fig)
     return written
+
+
+def _save(fig: Any, ax: Any, path: Path, **legend: Any) -> Path:
+    """The finishing every plot shares: grid, legend, tight layout, PNG."""
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
 
 
 def write_all(results: dict[str, Any], out: Path, plots: bool = True) -> None:

@@ -472,7 +472,7 @@ def run_long(
         settle = [mb for t, mb in rss if t >= min(60.0, rss[-1][0] / 2)]
         steady = round(rss[-1][1] - settle[0], 1) if settle else None
     cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
-    late = [(t, mb) for t, mb in rss if t >= 60.0]
+    trend = M.slope([(t, mb) for t, mb in rss if t >= 60.0])
     return {
         "audio_s": round(stream.duration, 1),
         "clip": stream.name,
@@ -489,9 +489,7 @@ def run_long(
         "rss_interval_s": interval,
         "rss_growth_mb": growth,
         "rss_growth_after_first_minute_mb": steady,
-        "rss_slope_after_first_minute_mb_per_min": _r(_slope(late) * 60, 2)
-        if len(late) >= 3
-        else None,
+        "rss_slope_after_first_minute_mb_per_min": _r(trend * 60, 2) if trend is not None else None,
         "rss_max_mb": max((mb for _, mb in rss), default=None),
         "cpu_per_audio_s": _r(cpu / stream.duration, 3) if cpu is not None else None,
         "drain_s": _r(log.drain, 3),
@@ -520,14 +518,6 @@ def run_noise(system: System, streams: Sequence[StreamAudio], progress: Progress
             "session_errors": _session_errors([log]),
         }
     return out
-
-
-def _slope(points: Sequence[tuple[float, float]]) -> float:
-    """Least-squares slope of y over x."""
-    mx = sum(x for x, _ in points) / len(points)
-    my = sum(y for _, y in points) / len(points)
-    var = sum((x - mx) ** 2 for x, _ in points)
-    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
 
 
 def _r(x: float | None, digits: int) -> float | None:
