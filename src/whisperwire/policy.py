@@ -507,9 +507,8 @@ class Policy:
         """The final text that precedes the window (text inside it is decoded again)."""
         start = self._win_start / SAMPLE_RATE + 0.05
         words = [w for w in self._final_words if w.end <= start]
-        text = join_words(words)
         limit = self.config.prompt_chars
-        return text[len(text) - limit :].strip() if limit > 0 else ""
+        return join_words(words)[-limit:].strip() if limit > 0 else ""
 
     def _maybe_trim(self) -> None:
         """Keep the window short: cut it at the end of the last final word."""
