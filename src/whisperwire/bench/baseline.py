@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from whisperwire.audio import pcm_to_float32
+
 SAMPLE_RATE = 16000
 MIN_TAIL_S = 0.1  # a shorter remainder at `end` is not decoded
 
@@ -131,11 +133,7 @@ class BaselineSession:
             worker.cancel()
 
     def _audio(self, data: bytes) -> None:
-        if self.encoding == "f32le":
-            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-        else:
-            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        self.buffer = np.concatenate([self.buffer, samples])
+        self.buffer = np.concatenate([self.buffer, pcm_to_float32(data, self.encoding)])
         self._cut(final=False)
 
     def _cut(self, final: bool) -> None:
