@@ -59,8 +59,9 @@ ConverterFactory = Callable[..., Any]
 MARKER = "whisperwire-conversion.json"
 """Written into a converted model directory last: only a directory holding it is used."""
 
-RECIPE_VERSION = 1
-"""Part of the cache key: bump it when the conversion output changes for the same input."""
+RECIPE_VERSION = 2
+"""Part of the cache key: bump it when the conversion output changes for the same input.
+2: weights stored as float16 (quantized at load time), no longer pre-quantized."""
 
 HF_EXTRA_HINT = "pip install 'whisperwire[hf]'"
 
@@ -144,24 +145,22 @@ def is_hf_checkpoint(path: StrPath) -> bool:
     return isinstance(config, dict) and config.get("model_type") == "whisper"
 
 
-def quantization_for(compute_type: str, device: str) -> str:
-    """The CTranslate2 quantization to convert with, for a ``--compute-type`` and device.
+def quantization_for(compute_type: str) -> str:
+    """The weight type a conversion stores, for a ``--compute-type`` (checked here).
 
-    An explicit type is kept. ``default`` stores float16 like the stock faster-whisper models
-    (CTranslate2 then converts at load time as it does for them). ``auto`` stores int8 on CPU,
-    what CTranslate2's ``auto`` picks there, and float16 on GPU, which CTranslate2 can still
-    quantize at load time.
+    float16, like the stock faster-whisper models, for every compute type but ``float32`` and
+    ``bfloat16``, which keep their own type so that no precision is lost before they compute.
+    CTranslate2 then converts or quantizes at load time (``int8`` and the like) exactly as it does
+    for a stock model, so a checkpoint and the stock model with the same weights compute the same
+    numbers. Quantizing in the converter instead gives other int8 weights (the converter's numpy
+    rounding, its int8 convolutions): the same weights then transcribed differently from the stock
+    model, by a few WER points either way depending on the CPU's kernels.
     """
     wanted = compute_type.strip().lower()
-    if wanted in QUANTIZATIONS:
-        return wanted
-    if wanted == "default":
-        return "float16"
-    if wanted == "auto":
-        on_gpu = device == "cuda" or (device == "auto" and ctranslate2.get_cuda_device_count() > 0)
-        return "float16" if on_gpu else "int8"
-    accepted = ", ".join(sorted(QUANTIZATIONS | {"default", "auto"}))
-    raise CheckpointError(f"unknown compute type {compute_type!r} (accepted: {accepted})")
+    if wanted not in QUANTIZATIONS | {"default", "auto"}:
+        accepted = ", ".join(sorted(QUANTIZATIONS | {"default", "auto"}))
+        raise CheckpointError(f"unknown compute type {compute_type!r} (accepted: {accepted})")
+    return wanted if wanted in {"float32", "bfloat16"} else "float16"
 
 
 def checkpoint_languages(
@@ -196,7 +195,6 @@ def prepare_checkpoint(
     *,
     cache_dir: StrPath | None = None,
     compute_type: str = "int8",
-    device: str = "cpu",
     base_model: str | None = None,
     log: logging.Logger | None = None,
     converter: ConverterFactory | None = None,
@@ -211,7 +209,7 @@ def prepare_checkpoint(
     the CTranslate2 converter factory (tests). Raises :class:`CheckpointError`.
     """
     log = log or logger
-    quantization = quantization_for(compute_type, device)
+    quantization = quantization_for(compute_type)
     checkpoint = _inspect(Path(path).expanduser(), base_model, log)
 
     started = time.monotonic()

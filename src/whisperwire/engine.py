@@ -133,7 +133,6 @@ class Engine:
                     location,
                     cache_dir=options.cache_dir,
                     compute_type=options.compute_type,
-                    device=options.device,
                     base_model=options.base_model,
                 )
             )

@@ -194,25 +194,29 @@ def assert_one_line_error(excinfo: pytest.ExceptionInfo[CheckpointError], *fragm
 
 
 @pytest.mark.parametrize(
-    ("compute_type", "device", "expected"),
+    ("compute_type", "expected"),
     [
-        ("int8", "cpu", "int8"),
-        ("float16", "cuda", "float16"),
-        ("int8_float16", "cuda", "int8_float16"),
-        ("float32", "cpu", "float32"),
-        ("INT8", "cpu", "int8"),
-        ("default", "cpu", "float16"),
-        ("auto", "cpu", "int8"),
-        ("auto", "cuda", "float16"),
+        # Stored as float16 and quantized by CTranslate2 at load time, like the stock models.
+        ("int8", "float16"),
+        ("int8_float32", "float16"),
+        ("int8_float16", "float16"),
+        ("int16", "float16"),
+        ("float16", "float16"),
+        ("default", "float16"),
+        ("auto", "float16"),
+        ("INT8", "float16"),
+        # Types wider than float16 keep their precision.
+        ("float32", "float32"),
+        ("bfloat16", "bfloat16"),
     ],
 )
-def test_quantization_for(compute_type: str, device: str, expected: str) -> None:
-    assert quantization_for(compute_type, device) == expected
+def test_quantization_for(compute_type: str, expected: str) -> None:
+    assert quantization_for(compute_type) == expected
 
 
 def test_quantization_for_rejects_unknown_type() -> None:
     with pytest.raises(CheckpointError) as excinfo:
-        quantization_for("int4", "cpu")
+        quantization_for("int4")
     assert_one_line_error(excinfo, "int4", "accepted")
 
 
@@ -455,7 +459,7 @@ def test_converts_once_then_reuses_the_cache(
     assert (first / MARKER).is_file()
     assert (first / "tokenizer.json").is_file() and (first / "preprocessor_config.json").is_file()
     marker = json.loads((first / MARKER).read_text())
-    assert marker["quantization"] == "int8" and marker["source"] == str(checkpoint.resolve())
+    assert marker["quantization"] == "float16" and marker["source"] == str(checkpoint.resolve())
     assert any(
         "converted" in r.getMessage() and " s into " in r.getMessage() for r in caplog.records
     )
