@@ -40,6 +40,7 @@ import ctranslate2
 __all__ = [
     "MARKER",
     "CheckpointError",
+    "check_converter_version",
     "checkpoint_languages",
     "default_cache_dir",
     "is_hf_checkpoint",
@@ -64,6 +65,7 @@ RECIPE_VERSION = 2
 2: weights stored as float16 (quantized at load time), no longer pre-quantized."""
 
 HF_EXTRA_HINT = "pip install 'whisperwire[hf]'"
+MIN_TRANSFORMERS = "4.56"  # see check_converter_version
 
 QUANTIZATIONS = frozenset(
     {
@@ -565,10 +567,27 @@ def _convert(
 
 
 def _default_converter() -> ConverterFactory:
-    _require_hf()
+    check_converter_version(_require_hf().__version__)
     from ctranslate2.converters import TransformersConverter
 
     return TransformersConverter
+
+
+def check_converter_version(transformers_version: str) -> None:
+    """Refuse a transformers release that CTranslate2's converter cannot drive.
+
+    The converter loads the model with ``from_pretrained(..., dtype=...)``; transformers before
+    4.56 passes that keyword on to the model's constructor, and the conversion fails half-way
+    (``__init__() got an unexpected keyword argument 'dtype'``).
+    """
+    from packaging.version import Version  # a dependency of transformers
+
+    if Version(transformers_version) < Version(MIN_TRANSFORMERS):
+        raise CheckpointError(
+            f"transformers {transformers_version} cannot convert checkpoints with CTranslate2 "
+            f"{ctranslate2.__version__}: install transformers>={MIN_TRANSFORMERS} "
+            f"({HF_EXTRA_HINT})"
+        )
 
 
 def _require_hf() -> ModuleType:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from tokenizers import Tokenizer, models
 from whisperwire.checkpoints import (
     MARKER,
     CheckpointError,
+    check_converter_version,
     checkpoint_languages,
     default_cache_dir,
     is_hf_checkpoint,
@@ -646,6 +648,24 @@ def test_missing_hf_extra_names_the_install_command(
     with pytest.raises(CheckpointError) as excinfo:
         prepare_checkpoint(checkpoint, cache_dir=cache, compute_type="float32")
     assert_one_line_error(excinfo, "transformers and torch", "pip install 'whisperwire[hf]'")
+
+
+@pytest.mark.parametrize("version", ["4.45.2", "4.55.4"])
+def test_known_bad_transformers_is_refused_before_converting(
+    checkpoint: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """transformers < 4.56 fails inside CTranslate2's converter (``dtype=``): refuse it first."""
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    monkeypatch.setitem(sys.modules, "transformers", types.SimpleNamespace(__version__=version))
+    with pytest.raises(CheckpointError) as excinfo:
+        prepare_checkpoint(checkpoint, cache_dir=cache)
+    assert_one_line_error(excinfo, f"transformers {version}", "transformers>=4.56")
+    assert not cache.exists() or not any(path.is_dir() for path in cache.iterdir())
+
+
+@pytest.mark.parametrize("version", ["4.56.0", "4.57.6", "5.24.0"])
+def test_supported_transformers_is_accepted(version: str) -> None:
+    check_converter_version(version)
 
 
 # -- tokenizer and preprocessor from a base model ----------------------------------------------
