@@ -34,6 +34,8 @@ from typing import Literal
 
 import numpy as np
 
+from whisperwire.samplebuffer import SampleBuffer
+
 SAMPLE_RATE = 16000
 VAD_CHUNK = 512
 
@@ -241,12 +243,12 @@ class Policy:
 
     def __post_init__(self) -> None:
         self.endpointer = Endpointer(self.config)
-        self._audio = np.zeros(0, dtype=np.float32)
-        self._audio_start = 0  # absolute sample of self._audio[0]
+        self._audio = SampleBuffer()  # from the earliest sample a decode may still need
         self._total = 0  # samples received
         self._region: Region | None = None  # the region being decoded
         self._win_start = 0  # absolute sample where the decode window starts
         self._last_request_end = 0
+        self._released_end = 0  # what _last_request_end was before the request in flight
         self._committed_end = 0.0  # seconds: end of the last committed word
         self._held: list[Word] = []  # committed, not yet final
         self._held_since = 0.0  # window end (seconds) when the first held word was committed
@@ -270,7 +272,7 @@ class Policy:
         """16 kHz samples and the VAD probabilities of every whole 512-sample chunk in them."""
         if self._ended:
             raise RuntimeError("feed() after finish()")
-        self._audio = np.concatenate([self._audio, samples.astype(np.float32, copy=False)])
+        self._audio.append(samples)
         self._total += len(samples)
         self.endpointer.feed(probs)
         self._discard_unneeded()
@@ -334,7 +336,7 @@ class Policy:
             if avail_end - self._last_request_end < int(cfg.step_s * SAMPLE_RATE):
                 return None
             end, kind = avail_end, "partial"
-        audio = self._slice(self._win_start, end)
+        audio = self._audio.window(self._win_start, end)
         request = DecodeRequest(
             id=self._next_id,
             audio=audio,
@@ -345,9 +347,21 @@ class Policy:
             kind=kind,  # type: ignore[arg-type]
         )
         self._next_id += 1
+        self._released_end = self._last_request_end
         self._last_request_end = end
         self._in_flight = request
         return request
+
+    def release(self, request: DecodeRequest) -> None:
+        """The decode of `request` gave nothing (it failed, or was refused): forget it.
+
+        Nothing is committed and no audio is dropped: the next request covers the same audio
+        again (and whatever arrived since). The caller decides when to ask for it.
+        """
+        if self._in_flight is None or request.id != self._in_flight.id:
+            raise ValueError("release() for a request that is not in flight")
+        self._in_flight = None
+        self._last_request_end = self._released_end
 
     def apply(self, request: DecodeRequest, hypothesis: Hypothesis) -> None:
         """Take the decoder's answer for `request` (which must be the one in flight)."""
@@ -387,7 +401,7 @@ class Policy:
                 self._region = region
                 if not self._keeps_context(region.start):
                     self._win_start = region.start
-                self._win_start = max(self._win_start, self._audio_start)
+                self._win_start = max(self._win_start, self._audio.start)
                 self._last_request_end = self._win_start
         done_until = self._region.start if self._region is not None else self._total
         while self._markers and self._markers[0].at <= done_until:
@@ -527,9 +541,6 @@ class Policy:
         self._last_partial = (text, stable)
         self._events.append(Partial(self._segment_id, text, stable, words[0].start, words[-1].end))
 
-    def _slice(self, start: int, end: int) -> np.ndarray:
-        return self._audio[start - self._audio_start : end - self._audio_start].copy()
-
     def _discard_unneeded(self) -> None:
         """Drop audio no decode will need again."""
         if self._region is not None:
@@ -538,10 +549,7 @@ class Policy:
             keep = self.endpointer.earliest_start(self._total)
             if self._keeps_context(keep):
                 keep = min(keep, self._win_start)
-        keep = max(keep, self._audio_start)
-        if keep > self._audio_start:
-            self._audio = self._audio[keep - self._audio_start :]
-            self._audio_start = keep
+        self._audio.discard_before(keep)
 
 
 def _suffix_match(a: list[str], b: list[str]) -> int:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,12 @@ log = logging.getLogger("whisperwire.session")
 
 SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+
+MAX_OUTBOX = 1000  # messages waiting for a client that does not read; then it is closed
+DECODE_ATTEMPTS = 3  # tries of a region's final window before its audio is reported lost
+RETRY_DELAY_S = 0.5  # before the second try; doubles after each failure
+WRITER_DRAIN_S = 5.0  # a closed session's writer hands what is queued to the forwarder
+_STOP: dict[str, Any] = {}  # the outbox's last item once the connection is gone
 
 
 @dataclass
@@ -122,7 +129,11 @@ class Session:
         self.services = services
         self._send_text = send_text
         self._close = close
-        self._send_lock = asyncio.Lock()
+        # One ordered writer: every message leaves through this queue, in the order made.
+        self._outbox: deque[Event | dict[str, Any]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # `end` behind clips, a close
         config = proto.StreamConfig(language=services.default_language, task=services.default_task)
         self.codec = proto.Codec(
             config=config,
@@ -134,6 +145,8 @@ class Session:
         self._pipeline: AudioPipeline | None = None
         self._clips: ClipQueue | None = None  # made on the session's first `audio` message
         self._decoding: asyncio.Task[None] | None = None
+        self._failures = 0  # decodes failed in a row
+        self._final_failures = 0  # of them, tries of a region's last window
         self._closed = False
         self._close_code = (1000, "end of stream")
         self._ended = asyncio.Event()  # the `end` message went out
@@ -142,6 +155,7 @@ class Session:
 
     async def open(self) -> None:
         """Apply query parameters and greet; a bad parameter is an error, not a refusal."""
+        self._writer = asyncio.create_task(self._write())
         try:
             self.codec.apply_query(self._query)
         except proto.ProtocolError as exc:
@@ -169,6 +183,12 @@ class Session:
         self._closed = True
         if self._decoding is not None:
             self._decoding.cancel()
+        if self._writer is not None:  # what is queued still reaches the forwarder
+            self._outbox.append(_STOP)
+            self._outbox_ready.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._writer), WRITER_DRAIN_S)
+            self._writer.cancel()
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
 
@@ -194,7 +214,7 @@ class Session:
             self._pipeline = AudioPipeline(frame.encoding, frame.sample_rate)
         samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
         self.policy.feed(samples, probs)
-        await self._pump()
+        self._pump()
 
     async def receive_text(self, text: str) -> None:
         try:
@@ -216,7 +236,7 @@ class Session:
         elif isinstance(message, proto.Flush):
             if not self.policy.finished:
                 self.policy.flush()
-                await self._pump()
+                self._pump()
         elif isinstance(message, proto.End):
             await self._end()
         elif isinstance(message, proto.ClipAudio):
@@ -230,7 +250,7 @@ class Session:
             if len(samples):
                 self.policy.feed(samples, probs)
         self.policy.finish()
-        await self._pump()
+        self._pump()
 
     def _sync_options(self) -> None:
         config = self.codec.config
@@ -249,15 +269,15 @@ class Session:
 
     # ---- decoding
 
-    async def _pump(self) -> None:
-        """Send what the policy has to say and start its next decode if it wants one."""
-        await self._send_events()
+    def _pump(self) -> None:
+        """Queue what the policy has to say and start its next decode if it wants one."""
+        self._queue_events()
         if self._decoding is None or self._decoding.done():
             request = self.policy.next_request()
             if request is not None:
                 self._decoding = asyncio.create_task(self._decode(request))
             else:
-                await self._send_events()
+                self._queue_events()
 
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
@@ -265,52 +285,127 @@ class Session:
             hypothesis = await self.services.scheduler.run(self.id, lambda: engine.decode(request))
         except asyncio.CancelledError:
             raise
-        except Overloaded as exc:
-            await self.send_error(proto.OVERLOADED, f"decode skipped: {exc}")
-            hypothesis = Hypothesis([], None)
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
-            log.exception("session %s: decode failed", self.id)
-            await self.send_error(proto.TRANSCRIPTION_ERROR, f"decoding failed: {exc}")
-            hypothesis = Hypothesis([], None)
-        self.policy.apply(request, hypothesis)
+            await self._decode_failed(request, exc)
+        else:
+            self._failures = self._final_failures = 0
+            self.policy.apply(request, hypothesis)
         self._decoding = None
-        await self._pump()
+        self._pump()
 
-    async def _send_events(self) -> None:
-        forwarder = self.services.forwarder
+    async def _decode_failed(self, request: DecodeRequest, exc: Exception) -> None:
+        """Keep the audio and try again later; only a region's last window, failing
+        `DECODE_ATTEMPTS` times in a row, is given up, with an error naming its time span."""
+        self._failures += 1
+        if isinstance(exc, Overloaded):
+            code, what = proto.OVERLOADED, f"decode postponed: {exc}"
+        else:
+            log.error("session %s: decode failed", self.id, exc_info=exc)
+            code, what = proto.TRANSCRIPTION_ERROR, f"decoding failed: {exc}"
+        if request.kind != "partial":
+            self._final_failures += 1
+        if self._final_failures >= DECODE_ATTEMPTS:
+            start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE
+            lost = f"the audio from {start:.2f} s to {end:.2f} s could not be transcribed"
+            self._enqueue(
+                proto.error_event(code, f"{what}; {lost} after {DECODE_ATTEMPTS} attempts")
+            )
+            self._failures = self._final_failures = 0
+            self.policy.apply(request, Hypothesis([], None))
+            return
+        if self._failures == 1:  # once per run of failures
+            self._enqueue(proto.error_event(code, f"{what}; the audio is kept and decoded again"))
+        self.policy.release(request)
+        await asyncio.sleep(RETRY_DELAY_S * 2 ** min(self._failures - 1, 4))
+
+    def _queue_events(self) -> None:
+        """Move the policy's events to the outbox at once: nothing can come between them."""
         for event in self.policy.events():
             if isinstance(event, Partial) and not self.codec.config.partials:
                 continue
-            if forwarder is not None:
-                if isinstance(event, Final):
-                    segment = {k: v for k, v in event_message(event).items() if k != "words"}
-                    await forwarder.add_final(self.id, segment)
-                elif isinstance(event, Flushed):
-                    await forwarder.flush(self.id)
-                elif isinstance(event, Ended):
-                    await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
             if isinstance(event, Ended) and self._clips is not None:
-                await self._clips.drain()  # clips sent before `end` are answered first
-            await self.send(event_message(event))
-            if isinstance(event, Ended):
-                await self._close(*self._close_code)
-                self._closed = True
-                self._ended.set()
+                # Clips sent before `end` are answered first; nothing follows `end`.
+                self._tasks.add(asyncio.create_task(self._end_after_clips(event)))
+                continue
+            self._enqueue(event)
+
+    async def _end_after_clips(self, event: Ended) -> None:
+        assert self._clips is not None
+        await self._clips.drain()
+        self._enqueue(event)
 
     # ---- outbound
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Queue a message behind everything the session said before (callback form)."""
+        self._enqueue(message)
+
+    async def send_error(self, code: str, message: str) -> None:
+        self._enqueue(proto.error_event(code, message))
+
+    def _enqueue(self, item: Event | dict[str, Any]) -> None:
+        if isinstance(item, Partial):  # a newer partial of a segment replaces a queued one
+            stale = [
+                queued
+                for queued in self._outbox
+                if isinstance(queued, Partial) and queued.segment_id == item.segment_id
+            ]
+            for queued in stale:
+                self._outbox.remove(queued)
+        if len(self._outbox) >= MAX_OUTBOX:
+            if not self._closed:
+                log.warning("session %s: %d messages unread; closing it", self.id, MAX_OUTBOX)
+                self._closed = True
+                closing = self._close(1008, "the client does not read its messages")
+                self._tasks.add(asyncio.create_task(closing))
+            if not isinstance(item, Final | Flushed | Ended):
+                return  # nobody will read it; what the forwarder needs is kept
+        self._outbox.append(item)
+        self._outbox_ready.set()
+
+    async def _write(self) -> None:
+        """The one writer: forwards and sends the outbox's items in order, until `end`."""
+        while True:
+            while not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+            item = self._outbox.popleft()
+            if item is _STOP:
+                return
+            try:
+                await self._deliver(item)
+            except Exception:  # a bug of ours: the messages after it still go out
+                log.exception("session %s: could not deliver %s", self.id, type(item).__name__)
+            if isinstance(item, Ended):
+                if not self._closed:
+                    await self._close(*self._close_code)
+                self._closed = True
+                self._ended.set()
+                return
+
+    async def _deliver(self, item: Event | dict[str, Any]) -> None:
+        if isinstance(item, dict):
+            await self._transmit(item)
+            return
+        forwarder = self.services.forwarder
+        if forwarder is not None:
+            if isinstance(item, Final):
+                segment = {k: v for k, v in event_message(item).items() if k != "words"}
+                await forwarder.add_final(self.id, segment)
+            elif isinstance(item, Flushed):
+                await forwarder.flush(self.id)
+            elif isinstance(item, Ended):
+                await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
+        await self._transmit(event_message(item))
+
+    async def _transmit(self, message: dict[str, Any]) -> None:
         frame = self.codec.encode(message)
         if frame is None or self._closed:
             return
-        async with self._send_lock:
-            try:
-                await self._send_text(frame)
-            except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
-                self._closed = True
-
-    async def send_error(self, code: str, message: str) -> None:
-        await self.send(proto.error_event(code, message))
+        try:
+            await self._send_text(frame)
+        except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
+            self._closed = True
 
     # ---- whole clips
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from scripted import FakeWhisper, Spoken, script, vad_probs
 
 from whisperwire.policy import (
     SAMPLE_RATE,
@@ -20,55 +21,6 @@ from whisperwire.policy import (
     PolicyConfig,
     Word,
 )
-
-
-@dataclass
-class Spoken:
-    text: str
-    start: float
-    end: float
-
-
-def script(words: list[str], start: float, per_word: float = 0.4) -> list[Spoken]:
-    return [
-        Spoken(f" {w}", start + i * per_word, start + (i + 1) * per_word - 0.05)
-        for i, w in enumerate(words)
-    ]
-
-
-class FakeWhisper:
-    """Returns the scripted words that lie wholly inside the window; the newest word of a
-    window is misheard every other call, so only LocalAgreement keeps it out of finals."""
-
-    def __init__(self, spoken: list[Spoken], unstable_tail: bool = True) -> None:
-        self.spoken = spoken
-        self.unstable_tail = unstable_tail
-        self.calls = 0
-        self.requests: list[DecodeRequest] = []
-
-    def __call__(self, request: DecodeRequest) -> Hypothesis:
-        self.calls += 1
-        self.requests.append(request)
-        begin = request.offset
-        end = begin + len(request.audio) / SAMPLE_RATE
-        words = [
-            Word(s.text, s.start - begin, s.end - begin, 0.9, int(s.start // 10))
-            for s in self.spoken
-            if s.start >= begin - 0.05 and s.end <= end
-        ]
-        if words and self.unstable_tail and self.calls % 2 and request.kind == "partial":
-            last = words[-1]
-            words[-1] = Word(last.text + "zz", last.start, last.end, 0.3, last.segment)
-        return Hypothesis(words, "en")
-
-
-def vad_probs(duration: float, speech: list[tuple[float, float]]) -> np.ndarray:
-    n = int(duration * SAMPLE_RATE) // VAD_CHUNK
-    t = (np.arange(n) * VAD_CHUNK + VAD_CHUNK / 2) / SAMPLE_RATE
-    probs = np.full(n, 0.02, dtype=np.float32)
-    for a, b in speech:
-        probs[(t >= a) & (t < b)] = 0.95
-    return probs
 
 
 def run(
@@ -241,9 +193,53 @@ def test_a_failed_decode_does_not_stall_the_stream() -> None:
     policy.finish()
     request = policy.next_request()
     assert request is not None
-    policy.apply(request, Hypothesis([], None))  # what the session does on an engine error
+    policy.apply(request, Hypothesis([], None))  # the session gives up on a region: no words
     events += drain(policy, fake)
     assert isinstance(events[-1], Ended)
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_a_released_decode_loses_no_words(realtime: bool) -> None:
+    """A decode that failed or was refused is released, not applied as silence: the region's
+    words all become final once a later decode succeeds."""
+    words = ["never", "drop", "what", "was", "said", "here"]
+    policy, fake = Policy(), FakeWhisper(script(words, 0.5), unstable_tail=False)
+    probs = vad_probs(5.0, [(0.5, 2.9)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    failures = 0
+    events: list = []
+    step = 1600 if realtime else len(samples)
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step]
+        policy.feed(chunk, probs[start // VAD_CHUNK : (start + len(chunk)) // VAD_CHUNK])
+        if (request := policy.next_request()) is not None:
+            policy.release(request)  # every first try fails
+            failures += 1
+            retry = policy.next_request()
+            assert retry is not None and retry.offset == request.offset
+            assert len(retry.audio) >= len(request.audio)  # the same audio, and any newer
+            policy.apply(retry, fake(retry))
+        events += policy.events()
+    policy.finish()
+    request = policy.next_request()
+    if request is not None:  # the region's final decode fails too, then succeeds
+        policy.release(request)
+        failures += 1
+    events += drain(policy, fake)
+    assert failures >= 1
+    assert finals_text(events) == " ".join(words)
+    assert isinstance(events[-1], Ended)
+
+
+def test_release_rejects_a_request_that_is_not_in_flight() -> None:
+    policy = Policy()
+    probs = vad_probs(3.0, [(0.5, 1.5)])
+    policy.feed(np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32), probs)
+    request = policy.next_request()
+    assert request is not None
+    policy.release(request)
+    with pytest.raises(ValueError):
+        policy.release(request)
 
 
 def test_apply_rejects_a_request_that_is_not_in_flight() -> None:

@@ -1,0 +1,169 @@
+"""A session's glue with a scripted model: message order and failed decodes.
+
+No socket and no model: the session's VAD is replaced by scripted probabilities, Whisper by
+the scripted transcriber, the client by a recorder whose sends take time. The scheduler is the
+real one (one worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from scripted import FakeWhisper, script, vad_probs
+
+from whisperwire import protocol as proto
+from whisperwire import session as session_module
+from whisperwire.policy import VAD_CHUNK, DecodeRequest, Hypothesis, PolicyConfig
+from whisperwire.scheduler import Scheduler
+from whisperwire.session import Services, Session
+
+WORDS = [
+    "so",
+    "we",
+    "beat",
+    "on",
+    "boats",
+    "against",
+    "the",
+    "current",
+    "borne",
+    "back",
+    "ceaselessly",
+    "into",
+    "the",
+    "past",
+]
+
+
+class ScriptedEngine:
+    name = "scripted"
+    multilingual = False
+    languages = frozenset({"en"})
+
+    def __init__(self, whisper: FakeWhisper, fails: Callable[[DecodeRequest, int], bool]) -> None:
+        """`fails(request, call)`, call counting from 1: should this decode raise?"""
+        self.whisper = whisper
+        self.fails = fails
+        self.calls = 0
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        self.calls += 1
+        if self.fails(request, self.calls):
+            raise RuntimeError("the model fell over")
+        return self.whisper(request)
+
+
+class ScriptedPipeline:
+    """Stands in for the session's resampler + Silero VAD: s16le bytes -> silence + scripted
+    speech probabilities, one per whole 512-sample chunk, as the real pipeline gives them."""
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self.probs = probs
+        self.samples = 0
+
+    def process(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        before = self.samples // VAD_CHUNK
+        self.samples += len(data) // 2
+        return np.zeros(len(data) // 2, np.float32), self.probs[before : self.samples // VAD_CHUNK]
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0, np.float32), np.zeros(0)
+
+
+def converse(
+    fails: Callable[[DecodeRequest, int], bool], speech: list[tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """Stream 8 s of scripted speech in 100 ms frames, then `end`; the client's messages."""
+    received: list[dict[str, Any]] = []
+
+    async def send_text(frame: str) -> None:
+        message = json.loads(frame)
+        received.append(message)
+        await asyncio.sleep(0.01)  # a slow client: sends take time, audio and decodes go on
+
+    async def close(code: int, reason: str) -> None:
+        received.append({"type": "closed", "code": code})
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=1)
+        whisper = FakeWhisper(script(WORDS, 0.5, per_word=0.45))
+        services = Services(
+            engine=ScriptedEngine(whisper, fails),  # type: ignore[arg-type]
+            scheduler=scheduler,
+            policy_config=PolicyConfig(),
+            default_language="en",
+            default_task="transcribe",
+            max_message_bytes=1 << 20,
+        )
+        session = Session(services, send_text, close)
+        await session.open()
+        probs = vad_probs(8.0, speech)
+        session._pipeline = ScriptedPipeline(probs)  # type: ignore[assignment]
+        frame = bytes(3200)  # 100 ms of s16le
+        for _ in range(len(probs) * VAD_CHUNK // 1600):
+            await session.receive_bytes(frame)
+            await asyncio.sleep(0.002)
+        await session.receive_text(json.dumps({"type": "end"}))
+        await asyncio.wait_for(session._ended.wait(), 30)
+        await session.closed()
+        scheduler.close()
+
+    asyncio.run(main())
+    return received
+
+
+def finals(messages: list[dict[str, Any]]) -> str:
+    return " ".join(m["text"] for m in messages if m["type"] == "final")
+
+
+SPEECH = [(0.5, 7.3)]
+
+
+def test_a_final_is_never_followed_by_a_partial_of_its_segment() -> None:
+    messages = converse(lambda request, call: False, SPEECH)
+    assert messages[0]["type"] == "state" and messages[0]["state"] == "ready"
+    final_ids: set[int] = set()
+    for message in messages:
+        if message["type"] == "final":
+            assert message["segment_id"] not in final_ids
+            assert all(message["segment_id"] > done for done in final_ids)
+            final_ids.add(message["segment_id"])
+        elif message["type"] == "partial":
+            assert message["segment_id"] not in final_ids, "a stale partial after its final"
+    assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
+    assert finals(messages) == " ".join(WORDS)
+    assert sum(m["type"] == "partial" for m in messages) >= 3
+
+
+def test_failed_decodes_are_retried_and_lose_no_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "RETRY_DELAY_S", 0.01)
+
+    def fails(request: DecodeRequest, call: int) -> bool:
+        return call % 3 != 0  # two failures before every success, finals included
+
+    messages = converse(fails, SPEECH)
+    errors = [m for m in messages if m["type"] == "error"]
+    assert errors and all(e["code"] == proto.TRANSCRIPTION_ERROR for e in errors)
+    assert all("kept and decoded again" in e["message"] for e in errors)
+    assert finals(messages) == " ".join(WORDS)
+    assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
+
+
+def test_a_window_that_never_decodes_is_reported_by_its_time_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the model keeps failing, the session still ends, and says which audio it lost."""
+    monkeypatch.setattr(session_module, "RETRY_DELAY_S", 0.01)
+    messages = converse(lambda request, call: True, SPEECH)
+    lost = [
+        m for m in messages if m["type"] == "error" and "could not be transcribed" in m["message"]
+    ]
+    assert len(lost) == 1
+    assert "after 3 attempts" in lost[0]["message"] and " s to " in lost[0]["message"]
+    assert finals(messages) == ""
+    assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
