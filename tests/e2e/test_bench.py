@@ -41,10 +41,22 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]
     return out, json.loads((out / "results.json").read_text())
 
 
+def test_the_cost_model_is_measured(run: tuple[Path, dict[str, Any]]) -> None:
+    costs = run[1]["costs"]
+    assert _number(costs["t_enc"]) and costs["t_enc"] > 0
+    assert _number(costs["B"]) and costs["B"] > 0
+    layout = costs["layouts"][costs["best_layout"]]
+    assert costs["B"] == pytest.approx(layout["windows_per_s"], rel=0.01)
+    assert {row["batch"] for row in costs["encoder"].values()} == {1, 2, 4}
+    windows = {row["window_s"] for row in costs["decodes"].values()}
+    assert windows == {2.0, 10.0, 25.0}
+    assert all(_number(row["seconds"]) and row["seconds"] > 0 for row in costs["decodes"].values())
+
+
 def test_every_output_file_is_written(run: tuple[Path, dict[str, Any]]) -> None:
     out, results = run
     markdown = (out / "results.md").read_text()
-    for heading in ("## Summary", "## Capacity", "## Hallucination", "## Long session"):
+    for heading in ("## Summary", "## Cost model", "## Capacity", "## Hallucination", "## Long"):
         assert heading in markdown
     if HAS_MATPLOTLIB:
         for name in ("latency_vs_streams.png", "lag_cdf.png", "rss.png"):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from whisperwire.bench import costs as bench_costs
+
 JSON_NAME = "results.json"
 MARKDOWN_NAME = "results.md"
 PLOTS = {
@@ -236,10 +238,22 @@ def markdown(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
         lines += ["", "**Failures:** " + "; ".join(results["failures"])]
 
     # capacity
+    costs = results.get("costs")
+    if costs:
+        lines += ["", *bench_costs.markdown(costs)]
     lines += [
         "",
         "## Capacity: concurrent real-time streams",
         "",
+        *(
+            [
+                f"Beside the machine's encoder-bound capacity B = {costs['B']} streams "
+                f"(t_enc {costs['t_enc']:.3f} s; see the cost model).",
+                "",
+            ]
+            if costs
+            else []
+        ),
         f"Each stream is whole `librispeech_test_other` clips joined with 0.3 s of silence "
         f"(at least {st.get('stream_s')} s, no clip in two streams); "
         f"{st.get('capacity_stagger')}.",

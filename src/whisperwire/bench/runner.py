@@ -1,4 +1,4 @@
-"""The benchmark's command line and its scenarios: accuracy, capacity, long session, noise.
+"""The benchmark's command line and its scenarios: costs, accuracy, capacity, long, noise.
 
 `add_bench_arguments(parser)` fills an argparse parser, `run_bench(args)` runs it and returns
 an exit status. Both systems (whisperwire, and the fixed-window baseline) are measured the
@@ -52,7 +52,7 @@ from whisperwire.bench.servers import (
     whisperwire_system,
 )
 
-SCENARIOS = ("accuracy", "noise", "capacity", "long")
+SCENARIOS = ("costs", "accuracy", "noise", "capacity", "long")
 NOISES = ("silence", "white", "pink")
 DEFAULT_OUT = Path("benchmarks") / "results"
 
@@ -67,12 +67,13 @@ class Preset:
     rss_interval: float  # seconds between RSS samples in the long session
     max_clip_s: float | None = None  # only clips this short (keeps the tiny run short)
     fresh_long: bool = True  # restart the servers for the long session
+    cost_repeats: int = 5  # runs of each cost-model figure (the median is kept)
 
 
 PRESETS = {
     "full": Preset(100, (1, 2, 4, 8, 16), 45.0, None, 60.0, 30.0),
-    "quick": Preset(3, (1, 2, 4), 10.0, 20.0, 8.0, 5.0, max_clip_s=12.0, fresh_long=False),
-    "tiny": Preset(2, (1, 2), 5.0, 10.0, 4.0, 3.0, max_clip_s=6.0, fresh_long=False),
+    "quick": Preset(3, (1, 2, 4), 10.0, 20.0, 8.0, 5.0, 12.0, False, cost_repeats=2),
+    "tiny": Preset(2, (1, 2), 5.0, 10.0, 4.0, 3.0, 6.0, False, cost_repeats=1),
 }
 
 
@@ -203,6 +204,7 @@ class Plan:
     rss_interval: float
     max_clip_s: float | None
     fresh_long: bool
+    cost_repeats: int
     scenarios: tuple[str, ...]
     beam_size: int
     threads: int
@@ -244,6 +246,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rss_interval=args.rss_interval or preset.rss_interval,
         max_clip_s=preset.max_clip_s,
         fresh_long=preset.fresh_long,
+        cost_repeats=preset.cost_repeats,
         scenarios=scenarios,
         beam_size=beam if beam is not None else 5,
         threads=threads or 0,
@@ -520,6 +523,18 @@ def run_noise(system: System, streams: Sequence[StreamAudio], progress: Progress
     return out
 
 
+def run_costs(root: Path, plan: Plan) -> dict[str, Any]:
+    """The cost model (`bench.costs`) of the bundled model on the long-form file's first 30 s."""
+    from whisperwire.bench.costs import measure_costs
+    from whisperwire.engine import bundled_model_path
+
+    clip = long_clip(root, None)
+    audio = load(clip.path, 0.0, 30.0)
+    costs = measure_costs(str(bundled_model_path()), audio, repeats=plan.cost_repeats)
+    costs["model"] = "tiny.en (bundled)"
+    return costs
+
+
 def _r(x: float | None, digits: int) -> float | None:
     return None if x is None else round(float(x), digits)
 
@@ -689,6 +704,9 @@ def run_bench(args: argparse.Namespace) -> int:
         "systems": {s.name: {"server": {}} for s in systems},
     }
     failures: list[str] = []
+    if "costs" in plan.scenarios:  # in-process, before any server competes for the cores
+        progress.phase("cost model")
+        results["costs"] = run_costs(root, plan)
     try:
         progress.phase("starting the servers")
         start_all(systems)
