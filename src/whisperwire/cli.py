@@ -88,7 +88,16 @@ def build_parser() -> Parser:
         "--threads",
         type=_ranged(int, 0, 256),
         default=int(_env("THREADS", 0)),
-        help="CPU threads for inference (0: every core)",
+        help="CPU threads of each worker (0: the cores shared out among the workers)",
+    )
+    m.add_argument(
+        "-w",
+        "--workers",
+        type=_ranged(int, 1, 64),
+        default=int(_env("WORKERS", 1)),
+        help="decodes run at once, on one copy of the weights (CTranslate2 inter_threads): "
+        "more workers of fewer threads each carry more streams, fewer of more threads decode "
+        "one stream sooner",
     )
     m.add_argument(
         "-l",
@@ -103,7 +112,13 @@ def build_parser() -> Parser:
         "--beam-size",
         type=_ranged(int, 1, 16),
         default=int(_env("BEAM_SIZE", 5)),
-        help="beam size for decoding",
+        help="beam size of the decodes whose words become final",
+    )
+    m.add_argument(
+        "--partial-beam-size",
+        type=_ranged(int, 1, 16),
+        default=int(_env("PARTIAL_BEAM_SIZE", 1)),
+        help="beam size of partial updates (1: greedy); they have no temperature fallback",
     )
     m.add_argument(
         "--compute-type",
@@ -142,6 +157,26 @@ def build_parser() -> Parser:
         type=_ranged(float, 0.1, 10.0),
         default=float(_env("STEP", policy.step_s)),
         help="seconds of new audio between two partial decodes",
+    )
+    s.add_argument(
+        "--commit",
+        choices=("agreement", "one-pass"),
+        default=_env("COMMIT", policy.commit),
+        help="when a partial decode's words become final: when two decodes agree "
+        "(LocalAgreement-2), or after one decode for words that end --commit-guard seconds "
+        "before the audio decoded and have --commit-probability",
+    )
+    s.add_argument(
+        "--commit-guard",
+        type=_ranged(float, 0.0, 10.0),
+        default=float(_env("COMMIT_GUARD", policy.guard_s)),
+        help="one-pass commit: seconds a word must end before the end of the audio decoded",
+    )
+    s.add_argument(
+        "--commit-probability",
+        type=_ranged(float, 0.0, 1.0),
+        default=float(_env("COMMIT_PROBABILITY", policy.min_probability)),
+        help="one-pass commit: the least word probability",
     )
 
     n = serve.add_argument_group("network")
@@ -310,15 +345,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.keyfile and not args.certfile:
         raise UsageError("argument --keyfile/--ssl-key: give --certfile/--ssl-cert with it")
     policy = PolicyConfig(
-        vad_threshold=args.vad_thold, min_silence_s=args.min_silence, step_s=args.step
+        vad_threshold=args.vad_thold,
+        min_silence_s=args.min_silence,
+        step_s=args.step,
+        commit=args.commit,
+        guard_s=args.commit_guard,
+        min_probability=args.commit_probability,
     )
     return Settings(
         model=args.checkpoint or args.model,
         threads=args.threads,
+        workers=args.workers,
         language=language or "auto",
         translate=args.translate,
         no_gpu=args.no_gpu,
         beam_size=args.beam_size,
+        partial_beam_size=args.partial_beam_size,
         compute_type=args.compute_type,
         checkpoint_cache_dir=args.cache_dir,
         base_model=args.base_model,
@@ -397,7 +439,9 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         device=device,
         compute_type=compute_type,
         threads=settings.threads,
+        workers=settings.workers,
         beam_size=settings.beam_size,
+        partial_beam_size=settings.partial_beam_size,
         cache_dir=settings.checkpoint_cache_dir,
         base_model=settings.base_model,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ HUB_SIZES = frozenset(
     }
 )  # fmt: skip
 
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6)  # for a decode that fails Whisper's checks
 
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/repo on the Hugging Face hub
 
@@ -84,8 +85,10 @@ def resolve_model(name: str | None) -> ModelSource:
 class EngineOptions:
     device: str = "cpu"  # "cpu" | "cuda"
     compute_type: str = "int8"
-    threads: int = 0  # 0: all cores
-    beam_size: int = 5
+    threads: int = 0  # per worker; 0: the cores shared out among the workers
+    workers: int = 1  # model replicas on one set of weights, decoding at once
+    beam_size: int = 5  # the decodes whose words become final
+    partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
 
@@ -117,7 +120,8 @@ def cuda_available() -> bool:
 
 
 class Engine:
-    """A loaded Whisper model. `decode` is called from the scheduler's worker thread only."""
+    """A loaded Whisper model with `workers` replicas (CTranslate2 `inter_threads`) sharing its
+    weights: `workers` scheduler threads may call `decode` and advance clips at once."""
 
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         from faster_whisper import WhisperModel
@@ -136,14 +140,15 @@ class Engine:
                     base_model=options.base_model,
                 )
             )
-        threads = options.threads or os.cpu_count() or 1
+        self.workers = max(1, options.workers)
+        threads = options.threads or max(1, (os.cpu_count() or 1) // self.workers)
         try:
             self.model = WhisperModel(
                 location,
                 device=options.device,
                 compute_type=options.compute_type,
                 cpu_threads=threads,
-                num_workers=1,
+                num_workers=self.workers,
                 local_files_only=source.kind != "hub",
             )
         except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
@@ -160,7 +165,6 @@ class Engine:
             if known:
                 self.languages = frozenset(known)
                 _admit_languages(known)
-        self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         """One decode of silence, so the first user request does not pay for lazy set-up."""
@@ -180,26 +184,39 @@ class Engine:
         }
 
     def decode(self, request: DecodeRequest) -> Hypothesis:
-        return self.decode_window(request.audio, request.prompt, request.language, request.task)
+        """A partial update is decoded greedily, with no temperature fallback: its words are
+        revised by the next decode anyway. The decode whose words become final (a region's
+        end, a full window) gets the beam search and the fallback."""
+        partial = request.kind == "partial"
+        return self.decode_window(
+            request.audio, request.prompt, request.language, request.task, thorough=not partial
+        )
 
     def decode_window(
-        self, audio: np.ndarray, prompt: str, language: str | None, task: str
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        language: str | None,
+        task: str,
+        thorough: bool = True,
     ) -> Hypothesis:
         """One window of at most 30 s -> words with times relative to the window."""
-        with self._lock:
-            segments, info = self.model.transcribe(
-                audio,
-                initial_prompt=prompt or None,
-                word_timestamps=True,
-                condition_on_previous_text=False,
-                temperature=(0.0, 0.2, 0.4, 0.6),
-                **self._common(language, task),
-            )
-            words = [
-                Word(w.word, w.start, w.end, w.probability, index)
-                for index, segment in enumerate(segments)
-                for w in (segment.words or [])
-            ]
+        options = self._common(language, task)
+        if not thorough:
+            options["beam_size"] = self.options.partial_beam_size
+        segments, info = self.model.transcribe(
+            audio,
+            initial_prompt=prompt or None,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            temperature=FALLBACK_TEMPERATURES if thorough else 0.0,
+            **options,
+        )
+        words = [
+            Word(w.word, w.start, w.end, w.probability, index)
+            for index, segment in enumerate(segments)
+            for w in (segment.words or [])
+        ]
         return Hypothesis(words, info.language)
 
     def transcribe_file(
@@ -211,19 +228,7 @@ class Engine:
         into the next word (measured on longform/ls_test_other_all100: "mother" heard as
         "brother" at a seam), and the text would no longer be the offline one.
 
-        The segments are produced lazily, one window's decode at a time, each step under the
-        model lock: call this and advance the iterator from the scheduler's worker only.
+        The segments are produced lazily, one window's decode at a time: advance the iterator
+        from the scheduler's workers only, one step at a time.
         """
-        with self._lock:
-            segments, info = self.model.transcribe(
-                audio, word_timestamps=False, **self._common(language, task)
-            )
-        return self._locked(segments), info
-
-    def _locked(self, segments: Iterator[Any]) -> Iterator[Any]:
-        while True:
-            with self._lock:
-                segment = next(segments, None)
-            if segment is None:
-                return
-            yield segment
+        return self.model.transcribe(audio, word_timestamps=False, **self._common(language, task))

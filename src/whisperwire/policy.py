@@ -15,6 +15,10 @@ How text becomes final:
   common word prefix of two consecutive hypotheses is committed. Committed words are held
   as the partial's `stable` prefix until a phrase ends (punctuation) or `max_hold_s`
   passes, and are then emitted as a `Final` — never revised.
+* **One-pass commit** (`commit="one-pass"`): a word is committed after a single decode when
+  it ends at least `guard_s` before the end of the audio decoded and Whisper gave it at least
+  `min_probability` (the idea of AlignAtt, on CTranslate2's word times): one decode sooner
+  than LocalAgreement-2, and no second decode needed to confirm it.
 * **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
   all of whose words become final.
 * **Long speech without pauses**: the window is trimmed at the end of the last final word
@@ -114,6 +118,12 @@ class PolicyConfig:
     trim_s: float = 15.0  # trim the window at the last final word beyond this length
     max_window_s: float = 25.0  # never decode more than this (Whisper's window is 30 s)
     max_hold_s: float = 0.0  # committed words may wait this long for a phrase end
+    # How a partial decode's words become final: "agreement" (LocalAgreement-2: two
+    # consecutive decodes agree) or "one-pass" (one decode, when a word ends `guard_s` before
+    # the audio decoded ends with at least `min_probability`).
+    commit: Literal["agreement", "one-pass"] = "agreement"
+    guard_s: float = 1.0
+    min_probability: float = 0.5
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).
@@ -379,7 +389,10 @@ class Policy:
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
         else:
-            agreed = _common_prefix(self._tail, new)
+            if self.config.commit == "one-pass":
+                agreed = self._confident_prefix(new, window_end)
+            else:
+                agreed = _common_prefix(self._tail, new)
             if agreed and not self._held:
                 self._held_since = window_end
             self._commit(new[:agreed])
@@ -461,6 +474,19 @@ class Policy:
                     best, best_score = k, score
             cut = best
         return words[cut:]
+
+    def _confident_prefix(self, words: list[Word], window_end: float) -> int:
+        """One-pass commit: the leading words that end `guard_s` before the audio decoded
+        ends and that Whisper gave at least `min_probability`. Whisper revises a word when
+        more audio follows it closely; one that ends well before the window's end, said with
+        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times)."""
+        cfg = self.config
+        n = 0
+        for word in words:
+            if word.end > window_end - cfg.guard_s or word.probability < cfg.min_probability:
+                break
+            n += 1
+        return n
 
     def _commit_cap(self, new: list[Word], window_end: float) -> None:
         """The window is full: commit through Whisper's last complete segment and move on."""

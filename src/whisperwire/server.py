@@ -97,7 +97,7 @@ class App:
         self.settings = settings
         self.engine = engine
         self.forwarder = forwarder
-        self.scheduler = Scheduler(workers=1)
+        self.scheduler = Scheduler(workers=engine.workers)
         self.services = Services(
             engine=engine,
             scheduler=self.scheduler,

@@ -11,11 +11,13 @@ from whisperwire.policy import PolicyConfig
 class Settings:
     # model
     model: str | None = None  # None: the bundled tiny.en
-    threads: int = 0  # 0: every core
+    threads: int = 0  # per worker; 0: the cores shared out among the workers
+    workers: int = 1  # decodes at once, on one copy of the weights
     language: str = "auto"  # "en" is forced for English-only models
     translate: bool = False
     no_gpu: bool = False
-    beam_size: int = 5
+    beam_size: int = 5  # decodes whose words become final
+    partial_beam_size: int = 1  # partial updates (greedy), no temperature fallback
     compute_type: str | None = None  # None: int8 on CPU, float16 on GPU
     checkpoint_cache_dir: str | None = None
     base_model: str | None = None

@@ -311,3 +311,71 @@ def test_jittery_word_times_neither_repeat_nor_drop_words_and_real_repeats_survi
     policy, fake = Policy(), JitterWhisper(script(words, 0.5), jitter)
     events = run(policy, fake, 12.0, [(0.5, 0.5 + 0.4 * len(words))])
     assert finals_text(events).split() == words
+
+
+# --------------------------------------------------------------------------- one-pass commit
+
+
+def one_pass(**overrides: float) -> Policy:
+    return Policy(PolicyConfig(commit="one-pass", **overrides))  # type: ignore[arg-type]
+
+
+def first_final_after(policy: Policy, fake: FakeWhisper, speech_end: float) -> tuple[int, str]:
+    """Feed real-time frames; how many decodes ran before the first final, and its text."""
+    probs = vad_probs(speech_end + 3.0, [(0.5, speech_end)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    per_frame = 1536
+    for start in range(0, len(samples), per_frame):
+        chunk = samples[start : start + per_frame]
+        policy.feed(chunk, probs[start // VAD_CHUNK : (start + len(chunk)) // VAD_CHUNK])
+        while (request := policy.next_request()) is not None:
+            policy.apply(request, fake(request))
+            finals = [e for e in policy.events() if isinstance(e, Final)]
+            if finals:
+                return fake.calls, finals[0].text
+    raise AssertionError("no final")
+
+
+def test_one_pass_commits_a_word_after_a_single_decode() -> None:
+    """At a 2 s step (a loaded server's), the first decode already makes words final;
+    LocalAgreement-2 waits for a second decode, 2 s later, to agree with it."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    spoken = script(words, 0.5, per_word=0.5)
+    calls_one, text_one = first_final_after(one_pass(step_s=2.0), FakeWhisper(spoken), 5.0)
+    agreement = Policy(PolicyConfig(step_s=2.0))
+    calls_two, text_two = first_final_after(agreement, FakeWhisper(spoken), 5.0)
+    assert (calls_one, calls_two) == (1, 2)
+    assert text_one.split()[0] == text_two.split()[0] == "alpha"
+
+
+def test_one_pass_keeps_words_near_the_window_end_and_unsure_words_open() -> None:
+    policy = one_pass(guard_s=1.0, min_probability=0.5)
+    probs = vad_probs(6.0, [(0.5, 5.5)])
+    policy.feed(np.zeros(int(4.0 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK, np.float32),
+                probs[: int(4.0 * SAMPLE_RATE) // VAD_CHUNK])  # fmt: skip
+    request = policy.next_request()
+    assert request is not None and request.kind == "partial"
+    end = len(request.audio) / SAMPLE_RATE  # window-relative end of the audio decoded
+    hypothesis = Hypothesis(
+        [
+            Word(" sure", 0.5, 0.9, 0.95),
+            Word(" also", 1.0, 1.4, 0.9),
+            Word(" mumbled", 1.5, 1.9, 0.2),  # unsure: it and what follows stay open
+            Word(" after", 2.0, 2.3, 0.95),
+            Word(" late", end - 0.6, end - 0.2, 0.99),  # inside the guard
+        ],
+        "en",
+    )
+    policy.apply(request, hypothesis)
+    events = policy.events()
+    assert [e.text for e in events if isinstance(e, Final)] == ["sure also"]
+    partial = next(e for e in events if isinstance(e, Partial))
+    assert partial.text == "mumbled after late"
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_one_pass_says_every_word_once(realtime: bool) -> None:
+    words = [f"w{i}" for i in range(40)]
+    policy, fake = one_pass(), FakeWhisper(script(words, 0.5, per_word=0.35))
+    events = run(policy, fake, 20.0, [(0.5, 14.6)], realtime=realtime)
+    assert finals_text(events) == " ".join(words)
