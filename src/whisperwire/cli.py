@@ -214,6 +214,14 @@ def build_parser() -> Parser:
         help="concurrent sessions before new ones are refused with OVERLOADED",
     )
     n.add_argument(
+        "--max-lag",
+        type=_ranged(float, 0.0, 3600.0),
+        default=float(_env("MAX_LAG", 0.0)),
+        help="seconds of final-word lag the admitted live streams are kept under: a new one "
+        "that would push them past it is refused at connect with OVERLOADED (close 1013); "
+        "0: 2 s plus twice the warm-up decode time",
+    )
+    n.add_argument(
         "--api-key",
         action="append",
         metavar="KEY",
@@ -370,6 +378,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         certfile=args.certfile,
         keyfile=args.keyfile,
         max_sessions=args.max_sessions,
+        max_lag_s=args.max_lag,
         api_keys=list(args.api_key),
         policy=policy,
         forward_url=args.forward_url,

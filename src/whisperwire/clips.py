@@ -30,6 +30,7 @@ import numpy as np
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, AudioTooLong, decode_file
 from whisperwire.engine import Engine
+from whisperwire.load import LoadMonitor
 from whisperwire.scheduler import Overloaded, Scheduler
 
 log = logging.getLogger("whisperwire.clips")
@@ -129,12 +130,14 @@ class ClipQueue:
         scheduler: Scheduler,
         send: Send,
         closed: Callable[[], bool],
+        load: LoadMonitor | None = None,
     ) -> None:
         self.key = key  # the scheduler's fairness key: the session id
         self.engine = engine
         self.scheduler = scheduler
         self._send = send
         self._closed = closed
+        self._monitor = load  # a clip being transcribed keeps a worker busy
         self._waiting: deque[ClipJob] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._current: ClipJob | None = None
@@ -190,10 +193,14 @@ class ClipQueue:
         while self._waiting and not self._closed():
             self._current = self._waiting.popleft()
             self._progress = 0.0
+            if self._monitor is not None:
+                self._monitor.clip_started()
             try:
                 await self._transcribe(self._current)
             finally:
                 self._current = None
+                if self._monitor is not None:
+                    self._monitor.clip_finished()
         self._waiting.clear()  # the session closed: nobody will read the rest
 
     async def _transcribe(self, job: ClipJob) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,7 @@ class Engine:
                 )
             )
         self.workers = max(1, options.workers)
+        self.decode_estimate_s = 0.5  # one decode's seconds; measured by warm_up()
         threads = options.threads or max(1, (os.cpu_count() or 1) // self.workers)
         try:
             self.model = WhisperModel(
@@ -166,9 +168,15 @@ class Engine:
                 self.languages = frozenset(known)
                 _admit_languages(known)
 
-    def warm_up(self) -> None:
-        """One decode of silence, so the first user request does not pay for lazy set-up."""
-        self.decode_window(np.zeros(16000, dtype=np.float32), "", "en", "transcribe")
+    def warm_up(self) -> float:
+        """One decode of silence, so the first user request does not pay for lazy set-up;
+        then a second, timed: the seconds one decode takes before any is measured."""
+        silence = np.zeros(16000, dtype=np.float32)
+        self.decode_window(silence, "", "en", "transcribe")
+        started = time.perf_counter()
+        self.decode_window(silence, "", "en", "transcribe")
+        self.decode_estimate_s = time.perf_counter() - started
+        return self.decode_estimate_s
 
     def _language(self, language: str | None) -> str | None:
         if not self.multilingual:

@@ -252,6 +252,7 @@ class Policy:
     task: str = "transcribe"
 
     def __post_init__(self) -> None:
+        self.step_s = self.config.step_s  # new audio between partial decodes (the cadence)
         self.endpointer = Endpointer(self.config)
         self._audio = SampleBuffer()  # from the earliest sample a decode may still need
         self._total = 0  # samples received
@@ -343,7 +344,7 @@ class Policy:
         elif closed:
             end, kind = avail_end, "final"
         else:
-            if avail_end - self._last_request_end < int(cfg.step_s * SAMPLE_RATE):
+            if avail_end - self._last_request_end < int(self.step_s * SAMPLE_RATE):
                 return None
             end, kind = avail_end, "partial"
         audio = self._audio.window(self._win_start, end)

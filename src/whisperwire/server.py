@@ -8,6 +8,7 @@ import hmac
 import logging
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
@@ -19,6 +20,7 @@ from whisperwire import protocol as proto
 from whisperwire import vad
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.load import LoadMonitor
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
@@ -98,6 +100,14 @@ class App:
         self.engine = engine
         self.forwarder = forwarder
         self.scheduler = Scheduler(workers=engine.workers)
+        prior = engine.decode_estimate_s
+        self.load = LoadMonitor(
+            workers=engine.workers,
+            base_step_s=settings.policy.step_s,
+            max_lag_s=settings.max_lag_s or 2.0 + 2 * prior,
+            clock=time.monotonic,
+            prior_decode_s=prior,
+        )
         self.services = Services(
             engine=engine,
             scheduler=self.scheduler,
@@ -106,6 +116,7 @@ class App:
             default_task="translate" if settings.translate else "transcribe",
             max_message_bytes=settings.max_message_bytes,
             forwarder=forwarder,
+            load=self.load,
         )
         self.sessions: dict[str, Session] = {}
 
@@ -150,10 +161,11 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "model": engine.name,
             "sessions": len(state.sessions),
             "queued_jobs": state.scheduler.pending,
+            "load": state.load.status(),
         }
 
-    async def refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-        await ws.send_text(proto.encode_json(proto.error_event(code, message)))
+    async def refuse(ws: WebSocket, code: str, message: str, close_code: int, **extra: Any) -> None:
+        await ws.send_text(proto.encode_json(proto.error_event(code, message, **extra)))
         await ws.close(close_code, code.lower())
 
     async def endpoint(ws: WebSocket) -> None:
@@ -169,6 +181,15 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
             await refuse(ws, proto.OVERLOADED, message, 1013)
             return
+        load = state.load
+        if not load.admit_stream():
+            retry = load.retry_after_s()
+            message = (
+                f"the server is at its capacity of {load.capacity()} live streams within "
+                f"{load.max_lag_s:.1f} s of lag; retry in {retry:g} s"
+            )
+            await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=retry)
+            return
 
         async def close(code: int, reason: str) -> None:
             with contextlib.suppress(Exception):
@@ -176,6 +197,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
 
         session = Session(state.services, ws.send_text, close, dict(ws.query_params))
         state.sessions[session.id] = session
+        load.stream_opened(session.id)
         log.info("session %s opened from %s", session.id, ws.client)
         try:
             await session.open()
@@ -197,6 +219,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             pass
         finally:
             await session.closed()
+            load.stream_closed(session.id)
             del state.sessions[session.id]
             log.info("session %s closed", session.id)
 

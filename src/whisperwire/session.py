@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
 from whisperwire.clips import ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.load import LoadMonitor
 from whisperwire.policy import (
     DecodeRequest,
     Ended,
@@ -60,6 +62,7 @@ class Services:
     max_message_bytes: int
     forwarder: Forwarder | None = None
     forward_wait_s: float = 30.0  # on `end`, how long the backend's reply may take
+    load: LoadMonitor | None = None  # sets the cadence; None: always the policy's step
 
 
 class AudioPipeline:
@@ -212,6 +215,8 @@ class Session:
             return
         if self._pipeline is None:
             self._pipeline = AudioPipeline(frame.encoding, frame.sample_rate)
+        if self.services.load is not None:
+            self.services.load.stream_audio(self.id)
         samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
         self.policy.feed(samples, probs)
         self._pump()
@@ -264,7 +269,9 @@ class Session:
             "session_id": self.id,
             "duration": _round(self.policy.duration),
             "queued_jobs": self.services.scheduler.pending,
+            "step": _round(self.policy.step_s),
             **clips,
+            **({"load": self.services.load.status()} if self.services.load else {}),
         }
 
     # ---- decoding
@@ -273,6 +280,11 @@ class Session:
         """Queue what the policy has to say and start its next decode if it wants one."""
         self._queue_events()
         if self._decoding is None or self._decoding.done():
+            load = self.services.load
+            if load is not None:  # the cadence the machine's load allows
+                step = load.step()
+                base = self.services.policy_config.step_s
+                self.policy.step_s = max(base, step if step is not None else load.max_step_s)
             request = self.policy.next_request()
             if request is not None:
                 self._decoding = asyncio.create_task(self._decode(request))
@@ -281,13 +293,21 @@ class Session:
 
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
+
+        def timed() -> tuple[Hypothesis, float]:
+            started = time.perf_counter()
+            hypothesis = engine.decode(request)
+            return hypothesis, time.perf_counter() - started
+
         try:
-            hypothesis = await self.services.scheduler.run(self.id, lambda: engine.decode(request))
+            hypothesis, seconds = await self.services.scheduler.run(self.id, timed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
             await self._decode_failed(request, exc)
         else:
+            if self.services.load is not None:
+                self.services.load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
             self.policy.apply(request, hypothesis)
         self._decoding = None
@@ -413,6 +433,11 @@ class Session:
         if self._clips is None:
             services = self.services
             self._clips = ClipQueue(
-                self.id, services.engine, services.scheduler, self.send, lambda: self._closed
+                self.id,
+                services.engine,
+                services.scheduler,
+                self.send,
+                lambda: self._closed,
+                services.load,
             )
         return self._clips

@@ -28,6 +28,7 @@ class Settings:
     keyfile: str | None = None
     max_message_mb: float = 128.0
     max_sessions: int = 64
+    max_lag_s: float = 0.0  # admission: final-word lag kept for admitted streams; 0: auto
     api_keys: list[str] = field(default_factory=list)  # empty: no authentication
     # streaming
     policy: PolicyConfig = field(default_factory=PolicyConfig)

@@ -35,6 +35,7 @@ class StreamLog:
     text_frames: list[tuple[float, str]] = field(default_factory=list)
     end_at: float | None = None  # arrival of the server's `end` message
     error: str | None = None
+    refused: bool = False  # OVERLOADED at connect (admission control): nothing was streamed
 
     def sent_time(self, t: float) -> float:
         """When the frame that holds audio time `t` was sent."""
@@ -102,6 +103,11 @@ async def stream_one(
             close_timeout=5,
         ) as ws:
             log.opened_at = time.monotonic()
+            greeting = json.loads(await ws.recv())
+            log.messages.append((time.monotonic(), greeting))
+            if greeting.get("type") == "error" and greeting.get("code") == "OVERLOADED":
+                log.refused = True
+                return log
 
             async def receive() -> None:
                 with contextlib.suppress(ConnectionClosed):

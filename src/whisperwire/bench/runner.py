@@ -409,6 +409,10 @@ def run_capacity(
             on_frame=progress.advance,
         )
         cpu1, wall = system.cpu_seconds(), time.monotonic() - t0
+        # Streams refused at connect (admission control) are counted, not measured.
+        refused = sum(log.refused for log in logs)
+        pairs = [(log, s) for log, s in zip(logs, streams, strict=True) if not log.refused]
+        logs, streams = [log for log, _ in pairs], [s for _, s in pairs]
         audio_s = sum(s.duration for s in streams)
         all_lags: list[M.WordLag] = []
         ref_tokens = 0
@@ -424,6 +428,8 @@ def run_capacity(
         rows.append(
             {
                 "n": n,
+                "admitted": n - refused,
+                "refused": refused,
                 "audio_s": round(audio_s, 1),
                 "stream_s": [round(s.duration, 1) for s in streams],
                 "wall_s": round(wall, 1),

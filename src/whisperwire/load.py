@@ -1,0 +1,143 @@
+"""What the decode workers can carry: the cadence live streams share, and admission.
+
+Sans-I/O: decode times come in (`record`), decisions go out (`step`, `admit_stream`,
+`status`); the clock is passed in, so all of it is tested without threads or a model.
+
+The model, in worker-seconds per second:
+
+* The workers give ``W`` of them; ``target`` of that is planned, the rest absorbs final
+  decodes and jitter.
+* A live stream costs ``t_p / step``: one partial decode (``t_p``, a moving average of the
+  partial decodes measured) every ``step`` seconds of its audio.
+* A clip being transcribed keeps one worker busy: it decodes window after window.
+* **Cadence**: every live stream gets the same step, the smallest at or above the policy's
+  base step that fits: ``step = max(base, n * t_p / (W * target - clips))``. With few streams
+  it is the base step (0.5 s); with more it stretches, and returns when they leave.
+* A word's final lag is about ``step + t_p + t_f``: it waits for the next decode, which takes
+  ``t_p``, and at a pause for the region's final decode (``t_f``). **Admission**: a new live
+  stream is refused when the step it would force exceeds ``max_lag - t_p - t_f``, so the
+  streams already admitted keep their lag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Average:
+    """Exponentially weighted moving average; `value` until the first sample: the prior."""
+
+    value: float
+    weight: float = 0.2
+    samples: int = 0
+
+    def add(self, x: float) -> None:
+        self.value = x if self.samples == 0 else self.value + self.weight * (x - self.value)
+        self.samples += 1
+
+
+@dataclass
+class LoadMonitor:
+    workers: int
+    base_step_s: float  # the policy's step when the machine is not busy
+    max_lag_s: float  # the final-word lag admitted streams are kept under
+    clock: Clock
+    prior_decode_s: float = 0.5  # before any decode is measured (the warm-up decode)
+    target: float = 0.85  # share of the workers' time planned for streams and clips
+    idle_s: float = 10.0  # a stream that sent no audio for this long costs nothing
+    _partial: _Average = field(init=False)
+    _final: _Average = field(init=False)
+    _streams: dict[str, float] = field(init=False, default_factory=dict)  # id -> last audio
+    _clips: int = field(init=False, default=0)
+    refused: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._partial = _Average(self.prior_decode_s)
+        self._final = _Average(self.prior_decode_s)
+
+    # ---- inputs
+
+    def record(self, kind: str, seconds: float) -> None:
+        """A decode of `kind` ("partial", "final", "cap") took `seconds` of a worker."""
+        (self._partial if kind == "partial" else self._final).add(seconds)
+
+    def stream_opened(self, key: str) -> None:
+        self._streams[key] = self.clock()
+
+    def stream_audio(self, key: str) -> None:
+        if key in self._streams:
+            self._streams[key] = self.clock()
+
+    def stream_closed(self, key: str) -> None:
+        self._streams.pop(key, None)
+
+    def clip_started(self) -> None:
+        self._clips += 1
+
+    def clip_finished(self) -> None:
+        self._clips = max(0, self._clips - 1)
+
+    # ---- decisions
+
+    @property
+    def live_streams(self) -> int:
+        now = self.clock()
+        return sum(1 for last in self._streams.values() if now - last <= self.idle_s)
+
+    @property
+    def max_step_s(self) -> float:
+        """The longest step that keeps a word's final lag under `max_lag_s`."""
+        return self.max_lag_s - self._partial.value - self._final.value
+
+    def step(self, streams: int | None = None) -> float | None:
+        """The step `streams` live streams (default: those now) share; None: it cannot fit."""
+        n = self.live_streams if streams is None else streams
+        spare = self.workers * self.target - self._clips
+        if n <= 0:
+            return self.base_step_s
+        if spare <= 0:
+            return None
+        return max(self.base_step_s, n * self._partial.value / spare)
+
+    def admit_stream(self) -> bool:
+        """Can one more live stream come in without pushing the admitted ones past
+        `max_lag_s`? Counts the refusals."""
+        step = self.step(self.live_streams + 1)
+        ok = step is not None and step <= self.max_step_s
+        if not ok:
+            self.refused += 1
+        return ok
+
+    def capacity(self) -> int:
+        """Live streams the workers carry within `max_lag_s` at the measured decode times."""
+        spare = self.workers * self.target - self._clips
+        if spare <= 0 or self.max_step_s < self.base_step_s:
+            return 0
+        return max(0, int(self.max_step_s * spare / self._partial.value))
+
+    def retry_after_s(self) -> float:
+        """When a refused client may try again: about one stream's worth of time."""
+        return round(max(1.0, min(30.0, 2 * self.max_lag_s)), 1)
+
+    def status(self) -> dict[str, Any]:
+        live, capacity = self.live_streams, self.capacity()
+        step = self.step(live)
+        return {
+            "workers": self.workers,
+            "live_streams": live,
+            "clips": self._clips,
+            "capacity": capacity,
+            "headroom": max(0, capacity - live),
+            "step_s": None if step is None else round(step, 3),
+            "max_lag_s": round(self.max_lag_s, 3),
+            "decode_s": {
+                "partial": round(self._partial.value, 3),
+                "final": round(self._final.value, 3),
+            },
+            "refused": self.refused,
+        }

@@ -1,0 +1,119 @@
+"""Cadence and admission under a fake clock: no threads, no model."""
+
+from __future__ import annotations
+
+import pytest
+
+from whisperwire.load import LoadMonitor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def monitor(clock: Clock, **overrides: float) -> LoadMonitor:
+    settings = {"workers": 1, "base_step_s": 0.5, "max_lag_s": 3.0, "prior_decode_s": 0.4}
+    settings.update(overrides)
+    return LoadMonitor(clock=clock, **settings)  # type: ignore[arg-type]
+
+
+def test_the_step_stretches_with_the_streams_and_comes_back() -> None:
+    clock = Clock()
+    load = monitor(clock)
+    for _ in range(5):
+        load.record("partial", 0.4)
+    steps = []
+    for i in range(4):
+        load.stream_opened(f"s{i}")
+        steps.append(load.step())
+    assert steps[0] == 0.5  # one stream: the policy's own step
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(4 * 0.4 / 0.85)
+    for i in range(1, 4):
+        load.stream_closed(f"s{i}")
+    assert load.step() == 0.5
+
+
+def test_every_stream_gets_the_same_share_of_the_workers() -> None:
+    """n streams at the shared step use `target` of the workers, never more."""
+    clock = Clock()
+    for workers in (1, 2, 4):
+        load = monitor(clock, workers=workers, max_lag_s=60.0)
+        load.record("partial", 0.6)
+        for n in range(1, 20):
+            step = load.step(n)
+            assert step is not None
+            assert n * 0.6 / step <= workers * load.target + 1e-9
+
+
+def test_a_stream_is_refused_when_it_would_push_the_others_past_the_lag() -> None:
+    clock = Clock()
+    load = monitor(clock, max_lag_s=3.0)
+    load.record("partial", 0.4)
+    load.record("final", 0.6)
+    # max step = 3.0 - 0.4 - 0.6 = 2.0 s; n * 0.4 / 0.85 <= 2.0 -> n <= 4.25
+    admitted = 0
+    while load.admit_stream():
+        load.stream_opened(f"s{admitted}")
+        admitted += 1
+        assert admitted < 100
+    assert admitted == 4 == load.capacity()
+    assert load.refused == 1
+    status = load.status()
+    assert status["live_streams"] == 4 and status["headroom"] == 0
+    assert status["step_s"] <= load.max_step_s
+    load.stream_closed("s0")
+    assert load.admit_stream()
+
+
+def test_slower_decodes_lower_the_capacity() -> None:
+    clock = Clock()
+    load = monitor(clock, max_lag_s=3.0)
+    load.record("partial", 0.4)
+    load.record("final", 0.6)
+    fast = load.capacity()
+    for _ in range(30):
+        load.record("partial", 0.8)
+    assert 0 < load.capacity() < fast
+
+
+def test_clips_take_their_worker_from_the_streams() -> None:
+    clock = Clock()
+    load = monitor(clock, workers=2, max_lag_s=4.0)
+    load.record("partial", 0.5)
+    load.record("final", 0.5)
+    without = load.capacity()
+    load.clip_started()
+    with_clip = load.capacity()
+    assert 0 < with_clip < without
+    load.clip_started()  # both workers busy with clips: no stream fits
+    assert load.capacity() == 0 and not load.admit_stream()
+    assert load.step(1) is None
+    load.clip_finished()
+    load.clip_finished()
+    assert load.capacity() == without
+
+
+def test_a_silent_connection_stops_counting_after_idle_s() -> None:
+    clock = Clock()
+    load = monitor(clock, idle_s=10.0)
+    load.stream_opened("quiet")
+    load.stream_opened("talker")
+    assert load.live_streams == 2
+    clock.now += 6
+    load.stream_audio("talker")
+    clock.now += 6
+    assert load.live_streams == 1
+    load.stream_audio("quiet")  # it speaks again: it counts again
+    assert load.live_streams == 2
+
+
+def test_no_stream_fits_when_the_lag_is_shorter_than_one_decode() -> None:
+    clock = Clock()
+    load = monitor(clock, max_lag_s=0.6)
+    assert load.capacity() == 0
+    assert not load.admit_stream()
+    assert load.retry_after_s() >= 1.0
