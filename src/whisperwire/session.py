@@ -392,31 +392,41 @@ class Session:
             item = self._outbox.popleft()
             if item is _STOP:
                 return
-            try:
-                await self._deliver(item)
-            except Exception:  # a bug of ours: the messages after it still go out
-                log.exception("session %s: could not deliver %s", self.id, type(item).__name__)
             if isinstance(item, Ended):
-                if not self._closed:
-                    await self._close(*self._close_code)
-                self._closed = True
-                self._ended.set()
+                await self._end_with(item)
                 return
+            await self._deliver(item)
 
-    async def _deliver(self, item: Event | dict[str, Any]) -> None:
-        if isinstance(item, dict):
-            await self._transmit(item)
-            return
-        forwarder = self.services.forwarder
-        if forwarder is not None:
-            if isinstance(item, Final):
-                segment = {k: v for k, v in event_message(item).items() if k != "words"}
-                await forwarder.add_final(self.id, segment)
-            elif isinstance(item, Flushed):
-                await forwarder.flush(self.id)
-            elif isinstance(item, Ended):
-                await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
-        await self._transmit(event_message(item))
+    async def _end_with(self, ended: Ended) -> None:
+        """`end` goes last: after the backend's reply to the session (relayed through the
+        outbox while the forwarder waits for it) and whatever else was queued meanwhile."""
+        await self._deliver(ended, transmit=False)
+        while self._outbox and self._outbox[0] is not _STOP:
+            await self._deliver(self._outbox.popleft())
+        await self._transmit(event_message(ended))
+        if not self._closed:
+            await self._close(*self._close_code)
+        self._closed = True
+        self._ended.set()
+
+    async def _deliver(self, item: Event | dict[str, Any], transmit: bool = True) -> None:
+        try:
+            if isinstance(item, dict):
+                await self._transmit(item)
+                return
+            forwarder = self.services.forwarder
+            if forwarder is not None:
+                if isinstance(item, Final):
+                    segment = {k: v for k, v in event_message(item).items() if k != "words"}
+                    await forwarder.add_final(self.id, segment)
+                elif isinstance(item, Flushed):
+                    await forwarder.flush(self.id)
+                elif isinstance(item, Ended):
+                    await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
+            if transmit:
+                await self._transmit(event_message(item))
+        except Exception:  # a bug of ours: the messages after it still go out
+            log.exception("session %s: could not deliver %s", self.id, type(item).__name__)
 
     async def _transmit(self, message: dict[str, Any]) -> None:
         frame = self.codec.encode(message)
