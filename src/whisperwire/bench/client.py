@@ -22,6 +22,8 @@ from whisperwire.bench.corpus import SAMPLE_RATE
 
 FRAME_S = 0.1
 
+GREETING_WAIT_S = 10.0  # for the server's first message before streaming
+
 
 @dataclass
 class StreamLog:
@@ -103,11 +105,15 @@ async def stream_one(
             close_timeout=5,
         ) as ws:
             log.opened_at = time.monotonic()
-            greeting = json.loads(await ws.recv())
-            log.messages.append((time.monotonic(), greeting))
-            if greeting.get("type") == "error" and greeting.get("code") == "OVERLOADED":
-                log.refused = True
-                return log
+            # whisperwire greets with `ready`, or refuses with OVERLOADED; a peer may say nothing.
+            with contextlib.suppress(asyncio.TimeoutError):
+                raw = await asyncio.wait_for(ws.recv(), GREETING_WAIT_S)
+                greeting = json.loads(raw) if isinstance(raw, str) and raw.startswith("{") else None
+                if isinstance(greeting, dict):
+                    log.messages.append((time.monotonic(), greeting))
+                    if greeting.get("type") == "error" and greeting.get("code") == "OVERLOADED":
+                        log.refused = True
+                        return log
 
             async def receive() -> None:
                 with contextlib.suppress(ConnectionClosed):
