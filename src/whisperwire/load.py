@@ -9,14 +9,17 @@ The model, in worker-seconds per second:
   decodes and jitter.
 * A live stream costs ``t_p / step``: one partial decode (``t_p``, a moving average of the
   partial decodes measured) every ``step`` seconds of its audio.
-* A clip being transcribed keeps one worker busy: it decodes window after window.
+* A clip being transcribed takes its turn with the streams in the scheduler's round-robin:
+  one window (about a final decode, ``t_f``) per round.
 * **Cadence**: every live stream gets the same step, the smallest at or above the policy's
-  base step that fits: ``step = max(base, n * t_p / (W * target - clips))``. With few streams
-  it is the base step (0.5 s); with more it stretches, and returns when they leave.
+  base step in which a round of the workers fits: ``step = max(base, (n * t_p + clips * t_f)
+  / (W * target))``. With few streams it is the base step (0.5 s); with more it stretches,
+  and returns when they leave.
 * A word's final lag is about ``step + t_p + t_f``: it waits for the next decode, which takes
   ``t_p``, and at a pause for the region's final decode (``t_f``). **Admission**: a new live
   stream is refused when the step it would force exceeds ``max_lag - t_p - t_f``, so the
-  streams already admitted keep their lag.
+  streams already admitted keep their lag. The first stream is always admitted: one stream
+  is the best the machine can do, however slow it is.
 """
 
 from __future__ import annotations
@@ -94,31 +97,30 @@ class LoadMonitor:
         """The longest step that keeps a word's final lag under `max_lag_s`."""
         return self.max_lag_s - self._partial.value - self._final.value
 
-    def step(self, streams: int | None = None) -> float | None:
-        """The step `streams` live streams (default: those now) share; None: it cannot fit."""
+    def step(self, streams: int | None = None) -> float:
+        """The step `streams` live streams (default: those now) share."""
         n = self.live_streams if streams is None else streams
-        spare = self.workers * self.target - self._clips
         if n <= 0:
             return self.base_step_s
-        if spare <= 0:
-            return None
-        return max(self.base_step_s, n * self._partial.value / spare)
+        work = n * self._partial.value + self._clips * self._final.value  # one round
+        return max(self.base_step_s, work / (self.workers * self.target))
 
     def admit_stream(self) -> bool:
         """Can one more live stream come in without pushing the admitted ones past
         `max_lag_s`? Counts the refusals."""
-        step = self.step(self.live_streams + 1)
-        ok = step is not None and step <= self.max_step_s
+        live = self.live_streams
+        ok = live == 0 or self.step(live + 1) <= self.max_step_s
         if not ok:
             self.refused += 1
         return ok
 
     def capacity(self) -> int:
-        """Live streams the workers carry within `max_lag_s` at the measured decode times."""
-        spare = self.workers * self.target - self._clips
-        if spare <= 0 or self.max_step_s < self.base_step_s:
-            return 0
-        return max(0, int(self.max_step_s * spare / self._partial.value))
+        """Live streams the workers carry within `max_lag_s` at the measured decode times
+        (at least one: the first stream is always admitted)."""
+        if self.max_step_s < self.base_step_s:
+            return 1
+        budget = self.max_step_s * self.workers * self.target - self._clips * self._final.value
+        return max(1, int(budget / self._partial.value))
 
     def retry_after_s(self) -> float:
         """When a refused client may try again: about one stream's worth of time."""
@@ -126,14 +128,13 @@ class LoadMonitor:
 
     def status(self) -> dict[str, Any]:
         live, capacity = self.live_streams, self.capacity()
-        step = self.step(live)
         return {
             "workers": self.workers,
             "live_streams": live,
             "clips": self._clips,
             "capacity": capacity,
             "headroom": max(0, capacity - live),
-            "step_s": None if step is None else round(step, 3),
+            "step_s": round(self.step(live), 3),
             "max_lag_s": round(self.max_lag_s, 3),
             "decode_s": {
                 "partial": round(self._partial.value, 3),

@@ -282,9 +282,7 @@ class Session:
         if self._decoding is None or self._decoding.done():
             load = self.services.load
             if load is not None:  # the cadence the machine's load allows
-                step = load.step()
-                base = self.services.policy_config.step_s
-                self.policy.step_s = max(base, step if step is not None else load.max_step_s)
+                self.policy.step_s = load.step()
             request = self.policy.next_request()
             if request is not None:
                 self._decoding = asyncio.create_task(self._decode(request))

@@ -45,7 +45,6 @@ def test_every_stream_gets_the_same_share_of_the_workers() -> None:
         load.record("partial", 0.6)
         for n in range(1, 20):
             step = load.step(n)
-            assert step is not None
             assert n * 0.6 / step <= workers * load.target + 1e-9
 
 
@@ -80,21 +79,25 @@ def test_slower_decodes_lower_the_capacity() -> None:
     assert 0 < load.capacity() < fast
 
 
-def test_clips_take_their_worker_from_the_streams() -> None:
+def test_clips_take_their_turns_from_the_streams() -> None:
+    """A clip decodes one window per round of the scheduler: it lowers what the streams get,
+    never to nothing."""
     clock = Clock()
-    load = monitor(clock, workers=2, max_lag_s=4.0)
+    load = monitor(clock, workers=1, max_lag_s=4.0)
     load.record("partial", 0.5)
     load.record("final", 0.5)
-    without = load.capacity()
+    without, step_without = load.capacity(), load.step(2)
     load.clip_started()
-    with_clip = load.capacity()
-    assert 0 < with_clip < without
-    load.clip_started()  # both workers busy with clips: no stream fits
-    assert load.capacity() == 0 and not load.admit_stream()
-    assert load.step(1) is None
-    load.clip_finished()
-    load.clip_finished()
-    assert load.capacity() == without
+    with_one = load.capacity()
+    assert 1 <= with_one < without and load.step(2) > step_without
+    for _ in range(20):
+        load.clip_started()
+    assert load.capacity() == 1  # the first stream still comes in
+    load.stream_opened("first")
+    assert not load.admit_stream()
+    for _ in range(21):
+        load.clip_finished()
+    assert load.capacity() == without and load.admit_stream()
 
 
 def test_a_silent_connection_stops_counting_after_idle_s() -> None:
@@ -111,9 +114,12 @@ def test_a_silent_connection_stops_counting_after_idle_s() -> None:
     assert load.live_streams == 2
 
 
-def test_no_stream_fits_when_the_lag_is_shorter_than_one_decode() -> None:
+def test_the_first_stream_is_admitted_however_slow_the_machine() -> None:
+    """One stream is the best the machine can do: refusing it would help nobody."""
     clock = Clock()
     load = monitor(clock, max_lag_s=0.6)
-    assert load.capacity() == 0
+    assert load.capacity() == 1
+    assert load.admit_stream()
+    load.stream_opened("only")
     assert not load.admit_stream()
     assert load.retry_after_s() >= 1.0
