@@ -11,10 +11,11 @@ The model, in worker-seconds per second:
   partial decodes measured) every ``step`` seconds of its audio.
 * A clip being transcribed takes its turn with the streams in the scheduler's round-robin:
   one window (about a final decode, ``t_f``) per round.
-* **Cadence**: every live stream gets the same step, the smallest at or above the policy's
-  base step in which a round of the workers fits: ``step = max(base, (n * t_p + clips * t_f)
-  / (W * target))``. With few streams it is the base step (0.5 s); with more it stretches,
-  and returns when they leave.
+* **Cadence**: while there are no more streams and clips than workers, each has a worker
+  and decodes back to back at the policy's base step (0.5 s). With more, every live stream
+  gets the same step, the smallest at or above the base step in which a round of the workers
+  fits: ``step = max(base, (n * t_p + clips * t_f) / (W * target))``; it returns to the base
+  step as they leave.
 * A word's final lag is about ``step + t_p + t_f``: it waits for the next decode, which takes
   ``t_p``, and at a pause for the region's final decode (``t_f``). **Admission**: a new live
   stream is refused when the step it would force exceeds ``max_lag - t_p - t_f``, so the
@@ -100,7 +101,7 @@ class LoadMonitor:
     def step(self, streams: int | None = None) -> float:
         """The step `streams` live streams (default: those now) share."""
         n = self.live_streams if streams is None else streams
-        if n <= 0:
+        if n + self._clips <= self.workers:  # a worker each: decodes never wait for another
             return self.base_step_s
         work = n * self._partial.value + self._clips * self._final.value  # one round
         return max(self.base_step_s, work / (self.workers * self.target))
@@ -120,7 +121,7 @@ class LoadMonitor:
         if self.max_step_s < self.base_step_s:
             return 1
         budget = self.max_step_s * self.workers * self.target - self._clips * self._final.value
-        return max(1, int(budget / self._partial.value))
+        return max(1, self.workers - self._clips, int(budget / self._partial.value))
 
     def retry_after_s(self) -> float:
         """When a refused client may try again: about one stream's worth of time."""
