@@ -107,6 +107,8 @@ class App:
             max_lag_s=settings.max_lag_s or 2.0 + 2 * prior,
             clock=time.monotonic,
             prior_decode_s=prior,
+            decodes_per_commit=1 if settings.policy.commit == "one-pass" else 2,
+            commit_guard_s=settings.policy.guard_s if settings.policy.commit == "one-pass" else 0,
         )
         self.services = Services(
             engine=engine,

@@ -53,7 +53,7 @@ def test_every_stream_gets_the_same_share_of_the_workers() -> None:
 
 def test_a_stream_is_refused_when_it_would_push_the_others_past_the_lag() -> None:
     clock = Clock()
-    load = monitor(clock, max_lag_s=3.0)
+    load = monitor(clock, max_lag_s=3.0, decodes_per_commit=1)
     load.record("partial", 0.4)
     load.record("final", 0.6)
     # max step = 3.0 - 0.4 - 0.6 = 2.0 s; n * 0.4 / 0.85 <= 2.0 -> n <= 4.25
@@ -144,3 +144,17 @@ def test_capacity_is_what_admission_lets_in(workers: int, clips: int, partial_s:
         admitted += 1
         assert admitted < 1000
     assert admitted == load.capacity() >= 1
+
+
+def test_agreement_waits_two_decodes_so_it_carries_fewer_streams() -> None:
+    """LocalAgreement-2 commits a word after two decodes, one-pass after one (once the word
+    is `guard` old): the same lag bound leaves agreement a step half as long."""
+    clock = Clock()
+    agreement = monitor(clock, max_lag_s=4.0, decodes_per_commit=2)
+    one_pass = monitor(clock, max_lag_s=4.0, decodes_per_commit=1, commit_guard_s=0.5)
+    for load in (agreement, one_pass):
+        load.record("partial", 0.3)
+        load.record("final", 0.5)
+    assert agreement.max_step_s == pytest.approx((4.0 - 0.8) / 2)
+    assert one_pass.max_step_s == pytest.approx(4.0 - 0.8 - 0.5)
+    assert agreement.capacity() < one_pass.capacity()
