@@ -178,6 +178,12 @@ def build_parser() -> Parser:
         default=float(_env("COMMIT_PROBABILITY", policy.min_probability)),
         help="one-pass commit: the least word probability",
     )
+    s.add_argument(
+        "--commit-max-age",
+        type=_ranged(float, 0.0, 30.0),
+        default=float(_env("COMMIT_MAX_AGE", policy.max_age_s)),
+        help="one-pass commit: seconds after which a word is committed whatever its probability",
+    )
 
     n = serve.add_argument_group("network")
     n.add_argument("-H", "--host", default=_env("HOST", "0.0.0.0"), help="address to bind")
@@ -359,6 +365,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         commit=args.commit,
         guard_s=args.commit_guard,
         min_probability=args.commit_probability,
+        max_age_s=args.commit_max_age,
     )
     return Settings(
         model=args.checkpoint or args.model,

@@ -17,7 +17,8 @@ How text becomes final:
   passes, and are then emitted as a `Final` — never revised.
 * **One-pass commit** (`commit="one-pass"`): a word is committed after a single decode when
   it ends at least `guard_s` before the end of the audio decoded and Whisper gave it at least
-  `min_probability` (the idea of AlignAtt, on CTranslate2's word times): one decode sooner
+  `min_probability`, or when it is `max_age_s` old whatever its probability (the idea of
+  AlignAtt, on CTranslate2's word times): one decode sooner
   than LocalAgreement-2, and no second decode needed to confirm it.
 * **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
   all of whose words become final.
@@ -124,6 +125,7 @@ class PolicyConfig:
     commit: Literal["agreement", "one-pass"] = "agreement"
     guard_s: float = 1.0
     min_probability: float = 0.5
+    max_age_s: float = 3.0  # one-pass: a word this old is committed whatever its probability
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).
@@ -484,7 +486,9 @@ class Policy:
         cfg = self.config
         n = 0
         for word in words:
-            if word.end > window_end - cfg.guard_s or word.probability < cfg.min_probability:
+            age = window_end - word.end
+            sure = word.probability >= cfg.min_probability or age >= cfg.max_age_s
+            if age < cfg.guard_s or not sure:
                 break
             n += 1
         return n

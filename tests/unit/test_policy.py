@@ -379,3 +379,26 @@ def test_one_pass_says_every_word_once(realtime: bool) -> None:
     policy, fake = one_pass(), FakeWhisper(script(words, 0.5, per_word=0.35))
     events = run(policy, fake, 20.0, [(0.5, 14.6)], realtime=realtime)
     assert finals_text(events) == " ".join(words)
+
+
+def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
+    """A low-probability word does not hold the words after it back for ever: once it is
+    `max_age_s` old it is committed all the same."""
+    policy = one_pass(guard_s=0.5, min_probability=0.5, max_age_s=2.0)
+    probs = vad_probs(8.0, [(0.5, 7.5)])
+    n = int(5.0 * SAMPLE_RATE) // VAD_CHUNK
+    policy.feed(np.zeros(n * VAD_CHUNK, np.float32), probs[:n])
+    request = policy.next_request()
+    assert request is not None and request.kind == "partial"
+    end = len(request.audio) / SAMPLE_RATE
+    hypothesis = Hypothesis(
+        [
+            Word(" old", end - 3.0, end - 2.6, 0.2),  # unsure but 2.6 s old: committed
+            Word(" young", end - 1.6, end - 1.2, 0.2),  # unsure and 1.2 s old: stays open
+            Word(" sure", end - 1.0, end - 0.8, 0.99),
+        ],
+        "en",
+    )
+    policy.apply(request, hypothesis)
+    events = policy.events()
+    assert [e.text for e in events if isinstance(e, Final)] == ["old"]
