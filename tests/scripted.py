@@ -45,7 +45,7 @@ class FakeWhisper:
         ]
         if words and self.unstable_tail and self.calls % 2 and request.kind == "partial":
             last = words[-1]
-            words[-1] = Word(last.text + "zz", last.start, last.end, 0.3, last.segment)
+            words[-1] = Word(last.text + "zz", last.start, last.end, 0.1, last.segment)
         return Hypothesis(words, "en")
 
 

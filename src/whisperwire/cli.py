@@ -182,7 +182,8 @@ def build_parser() -> Parser:
         "--commit-max-age",
         type=_ranged(float, 0.0, 30.0),
         default=float(_env("COMMIT_MAX_AGE", policy.max_age_s)),
-        help="one-pass commit: seconds after which a word is committed whatever its probability",
+        help="one-pass commit: seconds after which a word is committed whatever its "
+        "probability (0: never)",
     )
 
     n = serve.add_argument_group("network")

@@ -67,9 +67,11 @@ def test_silence_costs_nothing_and_says_nothing() -> None:
     assert events == [Ended(duration=pytest.approx(30.0, abs=0.05), segments=0)]
 
 
-def test_utterance_becomes_finals_with_every_word_once() -> None:
+@pytest.mark.parametrize("commit", ["one-pass", "agreement"])
+def test_utterance_becomes_finals_with_every_word_once(commit: str) -> None:
     words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
-    policy, fake = Policy(), FakeWhisper(script(words, 1.0))
+    policy = Policy(PolicyConfig(commit=commit))  # type: ignore[arg-type]
+    fake = FakeWhisper(script(words, 1.0))
     events = run(policy, fake, 8.0, [(1.0, 4.6)])
     assert finals_text(events).split() == words
     finals = [e for e in events if isinstance(e, Final)]
@@ -302,13 +304,15 @@ class JitterWhisper(FakeWhisper):
         )
 
 
+@pytest.mark.parametrize("commit", ["one-pass", "agreement"])
 @pytest.mark.parametrize("jitter", [0.0, 0.2, 0.3])
 def test_jittery_word_times_neither_repeat_nor_drop_words_and_real_repeats_survive(
-    jitter: float,
+    jitter: float, commit: str
 ) -> None:
     said = "some sung out tear down the fence tear down the fence let me tell you you have seen"
     words = (said + " hold on hold fast hold out").split(" ")
-    policy, fake = Policy(), JitterWhisper(script(words, 0.5), jitter)
+    policy = Policy(PolicyConfig(commit=commit))  # type: ignore[arg-type]
+    fake = JitterWhisper(script(words, 0.5), jitter)
     events = run(policy, fake, 12.0, [(0.5, 0.5 + 0.4 * len(words))])
     assert finals_text(events).split() == words
 
@@ -342,7 +346,7 @@ def test_one_pass_commits_a_word_after_a_single_decode() -> None:
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
     spoken = script(words, 0.5, per_word=0.5)
     calls_one, text_one = first_final_after(one_pass(step_s=2.0), FakeWhisper(spoken), 5.0)
-    agreement = Policy(PolicyConfig(step_s=2.0))
+    agreement = Policy(PolicyConfig(step_s=2.0, commit="agreement"))
     calls_two, text_two = first_final_after(agreement, FakeWhisper(spoken), 5.0)
     assert (calls_one, calls_two) == (1, 2)
     assert text_one.split()[0] == text_two.split()[0] == "alpha"
