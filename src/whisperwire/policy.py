@@ -10,16 +10,17 @@ How text becomes final:
 * **Endpointing.** A hysteresis state machine over the VAD probabilities cuts the stream
   into speech regions; audio outside them is never decoded, so silence and noise cost
   nothing and produce no text.
-* **LocalAgreement-2** (Macháček et al., 2023). While a region is open, the window from the
-  last trim point to the newest audio is decoded every `step_s` of new audio; the longest
-  common word prefix of two consecutive hypotheses is committed. Committed words are held
-  as the partial's `stable` prefix until a phrase ends (punctuation) or `max_hold_s`
-  passes, and are then emitted as a `Final` — never revised.
-* **One-pass commit** (`commit="one-pass"`): a word is committed after a single decode when
-  it ends at least `guard_s` before the end of the audio decoded and Whisper gave it at least
-  `min_probability`, or when it is `max_age_s` old whatever its probability (the idea of
-  AlignAtt, on CTranslate2's word times): one decode sooner
-  than LocalAgreement-2, and no second decode needed to confirm it.
+* **Commit.** While a region is open, the window from the last trim point to the newest
+  audio is decoded every `step_s` of new audio (the session may stretch the step under
+  load). Words that will not change are committed: held as the partial's `stable` prefix
+  until a phrase ends (punctuation) or `max_hold_s` passes, then emitted as a `Final`, never
+  revised. Which words, `commit` decides:
+  - `"one-pass"` (the default): a word is committed after a single decode when it ends at
+    least `guard_s` before the end of the audio decoded and Whisper gave it at least
+    `min_probability` (or, if `max_age_s` is set, once it is that old), the idea of
+    AlignAtt on CTranslate2's word times;
+  - `"agreement"`: LocalAgreement-2 (Macháček et al., 2023), the longest common word prefix
+    of two consecutive hypotheses.
 * **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
   all of whose words become final.
 * **Long speech without pauses**: the window is trimmed at the end of the last final word
