@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from whisperwire.engine import FALLBACK_TEMPERATURES
+
 SAMPLE_RATE = 16000
 WINDOWS_S = (2.0, 10.0, 25.0)
 DECODES = {
-    "beam5_fallback_words": {"beam_size": 5, "temperature": (0.0, 0.2, 0.4, 0.6), "words": True},
+    "beam5_fallback_words": {"beam_size": 5, "temperature": FALLBACK_TEMPERATURES, "words": True},
     "greedy_words": {"beam_size": 1, "temperature": 0.0, "words": True},
     "greedy": {"beam_size": 1, "temperature": 0.0, "words": False},
 }

@@ -72,8 +72,12 @@ class Preset:
 
 PRESETS = {
     "full": Preset(100, (1, 2, 4, 8, 16), 45.0, None, 60.0, 30.0),
-    "quick": Preset(3, (1, 2, 4), 10.0, 20.0, 8.0, 5.0, 12.0, False, cost_repeats=2),
-    "tiny": Preset(2, (1, 2), 5.0, 10.0, 4.0, 3.0, 6.0, False, cost_repeats=1),
+    "quick": Preset(
+        3, (1, 2, 4), 10.0, 20.0, 8.0, 5.0, max_clip_s=12.0, fresh_long=False, cost_repeats=2
+    ),
+    "tiny": Preset(
+        2, (1, 2), 5.0, 10.0, 4.0, 3.0, max_clip_s=6.0, fresh_long=False, cost_repeats=1
+    ),
 }
 
 
