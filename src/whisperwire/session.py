@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,9 +343,15 @@ class Session:
                 continue
             if isinstance(event, Ended) and self._clips is not None:
                 # Clips sent before `end` are answered first; nothing follows `end`.
-                self._tasks.add(asyncio.create_task(self._end_after_clips(event)))
+                self._spawn(self._end_after_clips(event))
                 continue
             self._enqueue(event)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the session, holding its task until it is done."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _end_after_clips(self, event: Ended) -> None:
         assert self._clips is not None
@@ -374,8 +380,7 @@ class Session:
             if not self._closed:
                 log.warning("session %s: %d messages unread; closing it", self.id, MAX_OUTBOX)
                 self._closed = True
-                closing = self._close(1008, "the client does not read its messages")
-                self._tasks.add(asyncio.create_task(closing))
+                self._spawn(self._close(1008, "the client does not read its messages"))
             if not isinstance(item, Final | Flushed | Ended):
                 return  # nobody will read it; what the forwarder needs is kept
         self._outbox.append(item)
