@@ -4,6 +4,12 @@ Every blocking piece of work (model decodes, clip windows) goes through `run(key
 Jobs are kept per key (one key per session) and the worker takes them round-robin across
 keys, so a session with a long clip gets one window, then every other session gets a turn.
 The event loop never runs a job; it only awaits the future the worker completes.
+
+Batching: a job may say how it can share one call with others (`Batchable`: a group and an
+item). With `max_batch` > 1, a worker that takes such a job also takes the first jobs of the
+same group waiting at the head of other keys, in their turn order, and runs them in one call
+(on a GPU one encode/generate over several sessions' windows costs little more than one).
+Each key taken this way has had its turn and goes to the back of the line.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,17 +33,30 @@ class Overloaded(Exception):
     """The queue is full; the caller should tell its client to slow down or retry."""
 
 
+@dataclass(frozen=True)
+class Batchable:
+    """How a job can run together with others: jobs of one `group` run as one
+    `run_batch([item, ...])` call, which returns one result per item, in order."""
+
+    group: Hashable
+    item: Any
+    run_batch: Callable[[list[Any]], list[Any]]
+
+
 @dataclass
 class _Job:
     fn: Callable[[], Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    batchable: Batchable | None = None
     queued_at: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
-    def __init__(self, workers: int = 1, max_pending: int = 256) -> None:
+    def __init__(self, workers: int = 1, max_pending: int = 256, max_batch: int = 1) -> None:
         self.max_pending = max_pending
+        self.max_batch = max(1, max_batch)
+        self.batches_run = 0  # calls that ran more than one job
         self._queues: OrderedDict[str, deque[_Job]] = OrderedDict()
         self._pending = 0
         self._cond = threading.Condition()
@@ -55,8 +74,9 @@ class Scheduler:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, key: str, fn: Callable[[], T]) -> T:
-        """Run `fn()` on a worker thread, in fair turn with other keys; await its result."""
+    async def run(self, key: str, fn: Callable[[], T], batchable: Batchable | None = None) -> T:
+        """Run `fn()` on a worker thread, in fair turn with other keys; await its result.
+        With `batchable`, the job may instead run in one call with others of its group."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
@@ -64,39 +84,69 @@ class Scheduler:
                 raise Overloaded("the server is shutting down")
             if self._pending >= self.max_pending:
                 raise Overloaded(f"{self._pending} inference jobs are already queued")
-            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop))
+            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable))
             self._pending += 1
             self._cond.notify()
         return await future
 
-    def _next_job(self) -> _Job | None:
+    def _next_jobs(self) -> list[_Job] | None:
+        """The next job in turn, and the jobs of its batch group at the head of other keys."""
         with self._cond:
             while not self._stopping and not self._pending:
                 self._cond.wait()
             if not self._pending:
                 return None
-            key, queue = next(iter(self._queues.items()))
-            job = queue.popleft()
-            self._pending -= 1
-            del self._queues[key]
-            if queue:  # the key goes to the back of the line
-                self._queues[key] = queue
-            return job
+            first = next(iter(self._queues))
+            jobs = [self._take(first)]
+            group = jobs[0].batchable.group if jobs[0].batchable is not None else None
+            if group is not None and self.max_batch > 1:
+                for key, queue in list(self._queues.items()):
+                    if len(jobs) >= self.max_batch:
+                        break
+                    if key == first:  # one job per key and turn
+                        continue
+                    head = queue[0]
+                    same = head.batchable is not None and head.batchable.group == group
+                    if same and not head.future.cancelled():
+                        jobs.append(self._take(key))
+            return jobs
+
+    def _take(self, key: str) -> _Job:
+        """Pop the first job of `key`; the key goes to the back of the line."""
+        queue = self._queues.pop(key)
+        job = queue.popleft()
+        self._pending -= 1
+        if queue:
+            self._queues[key] = queue
+        return job
 
     def _work(self) -> None:
-        while (job := self._next_job()) is not None:
-            if job.future.cancelled():  # its session went away while it waited
+        while (jobs := self._next_jobs()) is not None:
+            jobs = [job for job in jobs if not job.future.cancelled()]  # sessions gone
+            if not jobs:
                 continue
             started = time.monotonic()
             try:
-                result = job.fn()
-            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting task
-                self._deliver(job, None, exc)
+                if len(jobs) == 1:
+                    results = [jobs[0].fn()]
+                else:
+                    batch = jobs[0].batchable
+                    assert batch is not None
+                    results = batch.run_batch([job.batchable.item for job in jobs])  # type: ignore[union-attr]
+                    if len(results) != len(jobs):
+                        raise RuntimeError(
+                            f"a batch of {len(jobs)} jobs returned {len(results)} results"
+                        )
+                    self.batches_run += 1
+            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting tasks
+                for job in jobs:
+                    self._deliver(job, None, exc)
             else:
-                self._deliver(job, result, None)
+                for job, result in zip(jobs, results, strict=True):
+                    self._deliver(job, result, None)
             finally:
                 self.busy_seconds += time.monotonic() - started
-                self.jobs_done += 1
+                self.jobs_done += len(jobs)
 
     @staticmethod
     def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from whisperwire.scheduler import Overloaded, Scheduler
+from whisperwire.scheduler import Batchable, Overloaded, Scheduler
 
 
 def test_jobs_run_off_the_loop_and_return_results() -> None:
@@ -85,3 +85,95 @@ def test_cancelled_jobs_are_skipped() -> None:
         return ran
 
     assert asyncio.run(main()) == []
+
+
+def _batchable(group: str, item: int, calls: list[list[int]]) -> Batchable:
+    def run_batch(items: list[int]) -> list[int]:
+        calls.append(items)
+        return [10 * i for i in items]
+
+    return Batchable(group, item, run_batch)
+
+
+def _queue_behind_a_busy_worker(
+    scheduler: Scheduler, jobs: list[tuple[str, str | None, int]], calls: list[list[int]]
+) -> list[int]:
+    """Hold the only worker, queue `jobs` (key, batch group or None, item), let it go."""
+
+    async def main() -> list[int]:
+        gate = threading.Event()
+        held = asyncio.create_task(scheduler.run("held", lambda: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        tasks = []
+        for key, group, item in jobs:
+
+            def alone(item: int = item) -> int:
+                calls.append([item])
+                return 10 * item
+
+            batchable = None if group is None else _batchable(group, item, calls)
+            tasks.append(asyncio.create_task(scheduler.run(key, alone, batchable)))
+            await asyncio.sleep(0)
+        gate.set()
+        await held
+        results = await asyncio.gather(*tasks)
+        scheduler.close()
+        return list(results)
+
+    return asyncio.run(main())
+
+
+def test_jobs_of_one_group_at_the_head_of_other_sessions_run_as_one_batch() -> None:
+    calls: list[list[int]] = []
+    scheduler = Scheduler(max_batch=3)
+    jobs = [("a", "en", 1), ("b", "en", 2), ("c", "de", 3), ("d", "en", 4), ("e", "en", 5)]
+    results = _queue_behind_a_busy_worker(scheduler, jobs, calls)
+    assert results == [10, 20, 30, 40, 50]  # every caller gets its own result
+    # a, b and d share a group and are taken in turn order, up to max_batch; c ran alone
+    # (another group) and e waited for the next call
+    assert calls == [[1, 2, 4], [3], [5]]
+    assert scheduler.batches_run == 1
+
+
+def test_a_session_gives_one_job_per_batch_and_keeps_its_turn() -> None:
+    calls: list[list[int]] = []
+    scheduler = Scheduler(max_batch=8)
+    jobs = [("a", "en", 1), ("a", "en", 2), ("b", "en", 3), ("c", None, 4)]
+    results = _queue_behind_a_busy_worker(scheduler, jobs, calls)
+    assert results == [10, 20, 30, 40]
+    # a's second job is not at a's head: it waits; c (not batchable) runs before it
+    assert calls == [[1, 3], [4], [2]]
+
+
+def test_without_max_batch_batchable_jobs_run_alone() -> None:
+    calls: list[list[int]] = []
+    jobs = [("a", "en", 1), ("b", "en", 2)]
+    assert _queue_behind_a_busy_worker(Scheduler(), jobs, calls) == [10, 20]
+    assert calls == [[1], [2]]
+
+
+def test_a_failing_batch_fails_each_of_its_jobs() -> None:
+    async def main() -> list[BaseException | int]:
+        scheduler = Scheduler(max_batch=4)
+        gate = threading.Event()
+
+        def broken(items: list[int]) -> list[int]:
+            raise RuntimeError("decoder crashed")
+
+        held = asyncio.create_task(scheduler.run("held", lambda: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        tasks = [
+            asyncio.create_task(scheduler.run(k, lambda: 0, Batchable("g", i, broken)))
+            for i, k in enumerate("ab")
+        ]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await held
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        after = await scheduler.run("a", lambda: 7)  # the worker is still there
+        scheduler.close()
+        return [*out, after]
+
+    first, second, after = asyncio.run(main())
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
+    assert after == 7
