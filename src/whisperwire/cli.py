@@ -100,6 +100,14 @@ def build_parser() -> Parser:
         "one stream sooner; 0: one single-threaded worker per core on a CPU, one on a GPU",
     )
     m.add_argument(
+        "--batch",
+        type=_ranged(int, 0, 64),
+        default=int(_env("BATCH", 0)),
+        help="partial updates of up to this many sessions decoded in one batched call (one "
+        "encode, one greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it "
+        "saves nothing",
+    )
+    m.add_argument(
         "-l",
         "--language",
         default=_env("LANGUAGE", None),
@@ -372,6 +380,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model=args.checkpoint or args.model,
         threads=args.threads,
         workers=args.workers,
+        batch=args.batch,
         language=language or "auto",
         translate=args.translate,
         no_gpu=args.no_gpu,
@@ -457,6 +466,7 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         compute_type=compute_type,
         threads=settings.threads,
         workers=settings.workers,
+        batch=settings.batch,
         beam_size=settings.beam_size,
         partial_beam_size=settings.partial_beam_size,
         cache_dir=settings.checkpoint_cache_dir,

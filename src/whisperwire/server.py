@@ -99,7 +99,7 @@ class App:
         self.settings = settings
         self.engine = engine
         self.forwarder = forwarder
-        self.scheduler = Scheduler(workers=engine.workers)
+        self.scheduler = Scheduler(workers=engine.workers, max_batch=engine.batch)
         prior = engine.decode_estimate_s
         self.load = LoadMonitor(
             workers=engine.workers,
@@ -163,6 +163,10 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "model": engine.name,
             "sessions": len(state.sessions),
             "queued_jobs": state.scheduler.pending,
+            "batching": {
+                "max_batch": state.scheduler.max_batch,
+                "batches_run": state.scheduler.batches_run,
+            },
             "load": state.load.status(),
         }
 

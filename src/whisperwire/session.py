@@ -35,7 +35,7 @@ from whisperwire.policy import (
     Policy,
     PolicyConfig,
 )
-from whisperwire.scheduler import Overloaded, Scheduler
+from whisperwire.scheduler import Batchable, Overloaded, Scheduler
 from whisperwire.vad import StreamingVad
 
 log = logging.getLogger("whisperwire.session")
@@ -80,6 +80,19 @@ class AudioPipeline:
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """The resampler's last samples at end of stream (not scored: the region is forced)."""
         return self.resampler.process(np.zeros(0, dtype=np.float32), last=True), np.zeros(0)
+
+
+def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[Hypothesis, float]]]:
+    """`engine.decode_batch`, each result with its share of the batch's seconds (the load
+    monitor's measure of what one decode costs)."""
+
+    def run(requests: list[DecodeRequest]) -> list[tuple[Hypothesis, float]]:
+        started = time.perf_counter()
+        hypotheses = engine.decode_batch(requests)
+        share = (time.perf_counter() - started) / len(requests)
+        return [(hypothesis, share) for hypothesis in hypotheses]
+
+    return run
 
 
 def _round(x: float) -> float:
@@ -297,8 +310,10 @@ class Session:
             hypothesis = engine.decode(request)
             return hypothesis, time.perf_counter() - started
 
+        group = engine.batch_group(request) if engine.batch > 1 else None
+        batchable = None if group is None else Batchable(group, request, _timed_batch(engine))
         try:
-            hypothesis, seconds = await self.services.scheduler.run(self.id, timed)
+            hypothesis, seconds = await self.services.scheduler.run(self.id, timed, batchable)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client must hear about it

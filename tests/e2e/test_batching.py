@@ -1,0 +1,94 @@
+"""Batched partial decodes (one encode and one greedy generate over several sessions' windows)
+on the real model: the batch gives each window the words its own decode gives, and a server
+that batches transcribes concurrent streams as well as one that does not. On this CPU batching
+saves nothing (it is off by default here); these tests hold the path correct for a GPU."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from support import audio_root, librispeech_clips, load_audio, start_server, stream, wer
+
+from whisperwire.engine import Engine, EngineOptions, resolve_model
+from whisperwire.policy import SAMPLE_RATE, DecodeRequest
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(resolve_model(None), EngineOptions(workers=1, batch=4))
+
+
+def partial(i: int, audio: np.ndarray) -> DecodeRequest:
+    return DecodeRequest(i, audio, 0.0, "", "en", "transcribe", "partial")
+
+
+def test_a_batch_gives_each_window_the_words_of_its_own_decode(engine: Engine) -> None:
+    clips = librispeech_clips(6)[:3]
+    lengths = (4.0, 7.5, 11.0)  # windows of different lengths, as sessions have
+    pairs = zip(clips, lengths, strict=True)
+    windows = [load_audio(path)[: int(s * SAMPLE_RATE)] for (path, _), s in pairs]
+    windows.append(np.zeros(3 * SAMPLE_RATE, dtype=np.float32))  # a silent window
+    requests = [partial(i, w) for i, w in enumerate(windows)]
+    assert len({engine.batch_group(r) for r in requests}) == 1
+
+    batched = engine.decode_batch(requests)
+    alone = [engine.decode(r) for r in requests]
+
+    assert len(batched) == len(requests)
+    assert batched[-1].words == []  # silence stays silent inside a batch
+    for request, together, single in zip(requests[:-1], batched, alone, strict=False):
+        text = " ".join(w.text.strip() for w in together.words)
+        reference = " ".join(w.text.strip() for w in single.words)
+        assert text and wer([reference], [text]) <= 0.1, (reference, text)
+        length = len(request.audio) / SAMPLE_RATE
+        assert all(0 <= w.start <= w.end <= length + 0.05 for w in together.words)
+        # the words are placed where the single decode places them
+        if len(together.words) == len(single.words):
+            pairs = zip(together.words, single.words, strict=True)
+            shift = max(abs(a.end - b.end) for a, b in pairs)
+            assert shift <= 0.3, shift
+
+
+def test_only_greedy_partials_of_one_language_task_and_prompt_share_a_batch(
+    engine: Engine,
+) -> None:
+    audio = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    base = partial(0, audio)
+    assert engine.batch_group(base) == ("en", "transcribe", "")
+    final = DecodeRequest(1, audio, 0.0, "", "en", "transcribe", "final")
+    assert engine.batch_group(final) is None  # beam search and fallback: decoded alone
+    prompted = DecodeRequest(2, audio, 0.0, "Hello.", "en", "transcribe", "partial")
+    assert engine.batch_group(prompted) != engine.batch_group(base)
+    with pytest.raises(ValueError, match="one batch group"):
+        engine.decode_batch([base, prompted])
+
+
+def test_a_batching_server_transcribes_concurrent_streams(tmp_path) -> None:  # noqa: ANN001
+    audio_root()
+    server = start_server(tmp_path, "--batch", "4", "-w", "1", "--max-lag", "60")
+    try:
+        clips = [c for c in librispeech_clips(40)[12:] if len(c[1].split()) >= 12][:4]
+        results: dict[int, str] = {}
+
+        def worker(i: int) -> None:
+            results[i] = stream(server.url, load_audio(clips[i][0]), realtime=True).text
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(clips))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        health = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=10).json()
+    finally:
+        server.stop()
+    assert health["batching"]["max_batch"] == 4
+    assert health["batching"]["batches_run"] > 0, health  # four streams on one worker queue up
+    refs = [ref for _, ref in clips]
+    hyps = [results[i] for i in range(len(clips))]
+    for i, hyp in enumerate(hyps):
+        others = [wer([refs[j]], [hyp]) for j in range(len(clips)) if j != i]
+        assert wer([refs[i]], [hyp]) < min(others), (i, hyp)  # each gets its own words
+    assert wer(refs, hyps) <= 0.25, hyps
