@@ -51,6 +51,11 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(f"WHISPERWIRE_{name}", default)
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(f"WHISPERWIRE_{name}")
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _whisper_languages() -> frozenset[str]:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
@@ -167,6 +172,13 @@ def build_parser() -> Parser:
         help="seconds of new audio between two partial decodes",
     )
     s.add_argument(
+        "--trim",
+        type=_ranged(float, 2.0, 25.0),
+        default=float(_env("TRIM", policy.trim_s)),
+        help="seconds of audio a decode window may grow to in continuous speech before it is "
+        "cut at the last final word (shorter: cheaper decodes, less context)",
+    )
+    s.add_argument(
         "--commit",
         choices=("agreement", "one-pass"),
         default=_env("COMMIT", policy.commit),
@@ -185,6 +197,13 @@ def build_parser() -> Parser:
         type=_ranged(float, 0.0, 1.0),
         default=float(_env("COMMIT_PROBABILITY", policy.min_probability)),
         help="one-pass commit: the least word probability",
+    )
+    s.add_argument(
+        "--commit-agree-unsure",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("COMMIT_AGREE_UNSURE", policy.agree_unsure),
+        help="one-pass commit: a word under --commit-probability is committed when two "
+        "decodes in a row agree on it (LocalAgreement-2 as a second route)",
     )
     s.add_argument(
         "--commit-max-age",
@@ -371,10 +390,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         vad_threshold=args.vad_thold,
         min_silence_s=args.min_silence,
         step_s=args.step,
+        trim_s=args.trim,
         commit=args.commit,
         guard_s=args.commit_guard,
         min_probability=args.commit_probability,
         max_age_s=args.commit_max_age,
+        agree_unsure=args.commit_agree_unsure,
     )
     return Settings(
         model=args.checkpoint or args.model,

@@ -132,6 +132,10 @@ class PolicyConfig:
     # One-pass: a word this old is committed whatever its probability; 0: never. Off: at
     # 2.0 s it cut the p95 lag to 2.29 s but raised WER from 10.2 % to 13.0 %.
     max_age_s: float = 0.0
+    # One-pass: a word below `min_probability` that ends `guard_s` before the audio decoded
+    # is committed all the same when the previous decode said it too (LocalAgreement-2 as a
+    # second route), so one unsure word does not hold back the rest of a long region.
+    agree_unsure: bool = False
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).
@@ -399,7 +403,7 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             if self.config.commit == "one-pass":
-                agreed = self._confident_prefix(new, window_end)
+                agreed = self._confident_prefix(new, window_end, self._tail)
             else:
                 agreed = _common_prefix(self._tail, new)
             if agreed and not self._held:
@@ -484,17 +488,20 @@ class Policy:
             cut = best
         return words[cut:]
 
-    def _confident_prefix(self, words: list[Word], window_end: float) -> int:
+    def _confident_prefix(self, words: list[Word], window_end: float, before: list[Word]) -> int:
         """One-pass commit: the leading words that end `guard_s` before the audio decoded
         ends and that Whisper gave at least `min_probability`. Whisper revises a word when
         more audio follows it closely; one that ends well before the window's end, said with
-        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times)."""
+        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times).
+        With `agree_unsure`, an unsure word counts as sure where `before` (the previous
+        decode's open words) agrees with it."""
         cfg = self.config
+        agreed = _common_prefix(before, words) if cfg.agree_unsure else 0
         n = 0
-        for word in words:
+        for i, word in enumerate(words):
             age = window_end - word.end
             old = 0 < cfg.max_age_s <= age
-            sure = word.probability >= cfg.min_probability or old
+            sure = word.probability >= cfg.min_probability or old or i < agreed
             if age < cfg.guard_s or not sure:
                 break
             n += 1

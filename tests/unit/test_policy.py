@@ -406,3 +406,41 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
     policy.apply(request, hypothesis)
     events = policy.events()
     assert [e.text for e in events if isinstance(e, Final)] == ["old"]
+
+
+def test_one_pass_commits_an_unsure_word_two_decodes_agree_on() -> None:
+    """With agree_unsure, an unsure word does not hold the rest of a region back: the next
+    decode that says it again commits it, and the sure words after it, at once."""
+    policy = one_pass(guard_s=0.5, min_probability=0.5, agree_unsure=True, step_s=0.5)
+    probs = vad_probs(9.0, [(0.5, 8.5)])
+    fed = 0
+
+    def feed_until(seconds: float) -> DecodeRequest:
+        nonlocal fed
+        n = int(seconds * SAMPLE_RATE) // VAD_CHUNK
+        policy.feed(np.zeros((n - fed) * VAD_CHUNK, np.float32), probs[fed:n])
+        fed = n
+        request = policy.next_request()
+        assert request is not None and request.kind == "partial"
+        return request
+
+    def said(request: DecodeRequest, unsure: str) -> Hypothesis:
+        at = request.offset  # session time -> window time
+        return Hypothesis(
+            [
+                Word(" sure", 0.6 - at, 1.0 - at, 0.95),
+                Word(unsure, 1.1 - at, 1.5 - at, 0.2),
+                Word(" after", 1.6 - at, 2.0 - at, 0.95),
+            ],
+            "en",
+        )
+
+    first = feed_until(4.0)
+    policy.apply(first, said(first, " mumbled"))
+    assert [e.text for e in policy.events() if isinstance(e, Final)] == ["sure"]
+    second = feed_until(4.6)
+    policy.apply(second, said(second, " rumbled"))  # the decodes disagree: still open
+    assert [e.text for e in policy.events() if isinstance(e, Final)] == []
+    third = feed_until(5.2)
+    policy.apply(third, said(third, " rumbled"))  # two in a row say it: committed
+    assert [e.text for e in policy.events() if isinstance(e, Final)] == ["rumbled after"]
