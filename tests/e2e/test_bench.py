@@ -1,8 +1,9 @@
 """The benchmark harness in its tiny mode: every figure is present and sane (never its speed).
 
-Runs `benchmarks/run.py --tiny` as a user would (real whisperwire server, real baseline
-server, real speech at real-time pace): 2 short clips, N = 1, 2, a 15 s long-session
-stand-in and 4 s of silence / white / pink noise for each system. About 2 minutes on 2 cores.
+Runs `benchmarks/run.py --tiny` as a user would (real whisperwire server, a second one with
+LocalAgreement-2 commits given with `--also`, real baseline server, real speech at real-time
+pace): 2 short clips, N = 1, 2, a 15 s long-session
+stand-in and 4 s of silence / white / pink noise for each system. About 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from support import AUDIO, REPO, audio_root
 
-SYSTEMS = ("whisperwire", "baseline")
+SYSTEMS = ("whisperwire", "agreement", "baseline")  # agreement: the --also system
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -33,6 +34,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]
     command = [
         sys.executable, str(REPO / "benchmarks" / "run.py"), "--tiny", "--no-progress",
         "--out", str(out), "--audio", str(AUDIO), "--cache", str(out / "offline.json"),
+        "--also", "agreement=--commit agreement",
     ]  # fmt: skip
     if not HAS_MATPLOTLIB:
         command.append("--no-plots")
@@ -56,8 +58,9 @@ def test_the_cost_model_is_measured(run: tuple[Path, dict[str, Any]]) -> None:
 def test_every_output_file_is_written(run: tuple[Path, dict[str, Any]]) -> None:
     out, results = run
     markdown = (out / "results.md").read_text()
-    for heading in ("## Summary", "## Cost model", "## Capacity", "## Hallucination", "## Long"):
+    for heading in ("## Summary", "## Goals", "## Cost model", "## Capacity", "## Long"):
         assert heading in markdown
+    assert "- **agreement**: `" in markdown and "--commit agreement" in markdown
     if HAS_MATPLOTLIB:
         for name in ("latency_vs_streams.png", "lag_cdf.png", "rss.png"):
             png = out / name
@@ -127,8 +130,19 @@ def test_hallucination_counts(run: tuple[Path, dict[str, Any]], system: str) -> 
 
 
 def test_goals_are_all_evaluated(run: tuple[Path, dict[str, Any]]) -> None:
-    goals = run[1]["goals"]
-    assert len(goals) == 9
-    for goal in goals:
+    results = run[1]
+    goals = {g["goal"]: g for g in results["goals"]}
+    assert len(goals) == 12
+    t_enc, capacity_b = results["costs"]["t_enc"], results["costs"]["B"]
+    # bounds come from the cost model of the same run
+    p50 = goals["final lag p50, one stream (s)"]
+    assert p50["target"] == f"<= {1 + t_enc:g}"
+    assert goals["real-time streams at final lag p95 <= 2 s + 2 t_enc"]["target"] == (
+        f">= {round(0.8 * capacity_b, 2):g}"
+    )
+    overload = goals.pop("at 2 B streams: the rest refused, the admitted kept (1 = yes)")
+    if max(results["settings"]["n"]) < 2 * capacity_b:  # the tiny run tries N = 1, 2
+        assert overload["value"] is None and "no N >=" in overload["note"]
+    for goal in goals.values():
         assert goal["value"] is not None, goal
         assert isinstance(goal["met"], bool), goal

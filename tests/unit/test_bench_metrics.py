@@ -104,3 +104,58 @@ def test_goals_tolerate_missing_scenarios() -> None:
     out = goals({"systems": {"whisperwire": {"accuracy": {"wer_ratio": 1.02}}}})
     assert out[0]["met"] is True
     assert all(g["met"] is None for g in out[1:])
+
+
+def _capacity_row(n: int, admitted: int, kept: bool, p95: float) -> dict[str, Any]:
+    return {
+        "n": n, "admitted": admitted, "refused": n - admitted, "realtime_kept": kept,
+        "latency": {"final": {"p95": p95}}, "wer_stream": 0.11, "wer_offline": 0.10,
+    }  # fmt: skip
+
+
+def test_goal_bounds_come_from_the_cost_model_of_the_run() -> None:
+    results = {
+        "costs": {"t_enc": 0.25, "B": 5.0},
+        "systems": {
+            "whisperwire": {
+                "accuracy": {
+                    "wer_ratio": 1.12,
+                    "latency": {"final": {"p50": 1.2, "p95": 2.6}, "first_seen": {"p50": 0.7}},
+                },
+                "capacity": [
+                    _capacity_row(1, 1, True, 1.5),
+                    _capacity_row(4, 4, True, 2.4),
+                    _capacity_row(8, 5, True, 2.6),  # admission refused 3
+                    _capacity_row(10, 5, True, 2.45),
+                ],
+                "long": {
+                    "wer_stream": 0.09,
+                    "wer_offline": 0.08,
+                    "latency_first_window": {"final": {"p50": 1.0}},
+                    "latency_last_window": {"final": {"p50": 1.3}},
+                },  # fmt: skip
+            }
+        },
+    }
+    out = {g["goal"]: g for g in goals(results)}
+    assert out["streaming WER / offline WER"]["met"] is False  # 1.12 > 1.10
+    assert out["final lag p50, one stream (s)"]["target"] == "<= 1.25"  # 1.0 + t_enc
+    assert out["final lag p50, one stream (s)"]["met"] is True
+    assert out["final lag p95, one stream (s)"]["target"] == "<= 2.5"  # 2.0 + 2 t_enc
+    assert out["final lag p95, one stream (s)"]["met"] is False
+    assert out["partial (first-seen) lag p50, one stream (s)"]["met"] is True  # 0.7 <= 0.75
+    assert out["long session: streaming WER / offline WER"]["value"] == 1.125
+    drift = out["long session: last-minute / first-minute final lag p50"]
+    assert drift["value"] == 1.3 and drift["met"] is False
+    streams = out["real-time streams at final lag p95 <= 2 s + 2 t_enc"]
+    assert streams["value"] == 4 and streams["target"] == ">= 4" and streams["met"] is True
+    overload = out["at 2 B streams: the rest refused, the admitted kept (1 = yes)"]
+    assert overload["value"] == 1 and overload["met"] is True  # N=10: 5 refused, p95 2.45
+    assert "N=10: 5 admitted, 5 refused" in overload["note"]
+
+
+def test_goals_without_a_cost_model_are_not_judged() -> None:
+    acc = {"latency": {"final": {"p50": 0.5}}}
+    out = {g["goal"]: g for g in goals({"systems": {"whisperwire": {"accuracy": acc}}})}
+    p50 = out["final lag p50, one stream (s)"]
+    assert p50["value"] == 0.5 and p50["met"] is None and "no cost model" in p50["target"]

@@ -1,8 +1,9 @@
 """The benchmark's command line and its scenarios: costs, accuracy, capacity, long, noise.
 
 `add_bench_arguments(parser)` fills an argparse parser, `run_bench(args)` runs it and returns
-an exit status. Both systems (whisperwire, and the fixed-window baseline) are measured the
-same way, scenario by scenario, alternating, so slow phases of a shared machine hit both.
+an exit status. Every system (whisperwire, any other whisperwire configuration given with
+`--also`, and the fixed-window baseline) is measured the same way, scenario by scenario,
+alternating, so slow phases of a shared machine hit them all.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -92,6 +94,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give counts of 1 or more")
     return values
+
+
+def _also(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, flags = text.partition("=")
+    name = name.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise argparse.ArgumentTypeError(f"expected NAME=FLAGS, got {text!r}")
+    if name in ("whisperwire", "baseline"):
+        raise argparse.ArgumentTypeError(f"the name {name!r} is taken")
+    return name, tuple(shlex.split(flags))
 
 
 def _scenarios(text: str) -> tuple[str, ...]:
@@ -177,6 +189,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-baseline", action="store_true", help="measure whisperwire only (no reference)"
     )
     parser.add_argument(
+        "--also",
+        type=_also,
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="measure another whisperwire beside it, started with other flags, in the same run "
+        "(repeatable), e.g. --also 'agreement=--commit agreement --partial-beam-size 5'",
+    )
+    parser.add_argument(
         "--baseline-window", type=float, default=3.0, help="baseline window, seconds"
     )
     parser.add_argument(
@@ -221,6 +242,11 @@ def _server_flags(server_args: Sequence[str]) -> tuple[int | None, int | None]:
     flags.add_argument("-t", "--threads", type=int)
     known, _ = flags.parse_known_args(list(server_args))
     return known.beam_size, known.threads
+
+
+def _with_beam(flags: list[str], plan: Plan) -> list[str]:
+    """Another whisperwire's flags, with the run's beam size unless they give their own."""
+    return flags if _server_flags(flags)[0] is not None else [*flags, "-bs", str(plan.beam_size)]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -684,6 +710,11 @@ def run_bench(args: argparse.Namespace) -> int:
     else:
         command = shlex.split(args.server_command) if args.server_command else None
         systems.append(whisperwire_system(list(plan.server_args), log_dir, command))
+        for name, flags in args.also:
+            if any(system.name == name for system in systems):
+                raise SystemExit(f"bench: error: --also {name}: the name is given twice")
+            flags_of = _with_beam(list(flags), plan)
+            systems.append(whisperwire_system(flags_of, log_dir, command, name))
     if not args.no_baseline:
         systems.append(baseline_system(plan.beam_size, plan.threads, log_dir))
         systems[-1].command += ["--window", str(args.baseline_window)]  # type: ignore[operator]

@@ -177,10 +177,13 @@ def start_all(systems: list[System]) -> None:
 
 
 def whisperwire_system(
-    server_args: list[str], log_dir: Path, command: list[str] | None = None
+    server_args: list[str],
+    log_dir: Path,
+    command: list[str] | None = None,
+    name: str = "whisperwire",
 ) -> System:
     base = command or [sys.executable, "-m", "whisperwire", "serve"]
-    return System("whisperwire", [*base, *server_args], log_dir=log_dir)
+    return System(name, [*base, *server_args], log_dir=log_dir)
 
 
 def baseline_system(beam_size: int, threads: int, log_dir: Path) -> System:
