@@ -45,11 +45,14 @@ def test_a_batch_gives_each_window_the_words_of_its_own_decode(engine: Engine) -
         assert text and wer([reference], [text]) <= 0.1, (reference, text)
         length = len(request.audio) / SAMPLE_RATE
         assert all(0 <= w.start <= w.end <= length + 0.05 for w in together.words)
-        # the words are placed where the single decode places them
-        if len(together.words) == len(single.words):
-            pairs = zip(together.words, single.words, strict=True)
-            shift = max(abs(a.end - b.end) for a, b in pairs)
-            assert shift <= 0.3, shift
+        # The words are placed where the single decode places them, but for the first word:
+        # the single decode stretches it back to the window's start (and may move its end,
+        # the second word's start, by up to 0.64 s here).
+        same = zip(together.words, single.words, strict=False)
+        pairs = [(a, b) for a, b in same if a.text == b.text]
+        assert len(pairs) >= len(single.words) - 2
+        assert max(abs(a.end - b.end) for a, b in pairs[1:]) <= 0.1
+        assert max(abs(a.start - b.start) for a, b in pairs[2:]) <= 0.1
 
 
 def test_only_greedy_partials_of_one_language_task_and_prompt_share_a_batch(
