@@ -179,6 +179,13 @@ def build_parser() -> Parser:
         "cut at the last final word (shorter: cheaper decodes, less context)",
     )
     s.add_argument(
+        "--trim-context",
+        type=_ranged(float, 0.0, 5.0),
+        default=float(_env("TRIM_CONTEXT", policy.trim_context_s)),
+        help="a trimmed window starts at the first final word ending within this many seconds "
+        "of the last one (decoded again as context, not said again); 0: after the last one",
+    )
+    s.add_argument(
         "--commit",
         choices=("agreement", "one-pass"),
         default=_env("COMMIT", policy.commit),
@@ -204,6 +211,13 @@ def build_parser() -> Parser:
         default=_env_flag("COMMIT_AGREE_UNSURE", policy.agree_unsure),
         help="one-pass commit: a word under --commit-probability is committed when two "
         "decodes in a row agree on it (LocalAgreement-2 as a second route)",
+    )
+    s.add_argument(
+        "--commit-stall",
+        type=_ranged(float, 0.0, 30.0),
+        default=float(_env("COMMIT_STALL", policy.stall_s)),
+        help="one-pass commit: once an unsure word has held the words after it back this many "
+        "seconds, the next decode is a thorough one (beam, fallback) that commits them; 0: off",
     )
     s.add_argument(
         "--commit-max-age",
@@ -391,11 +405,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         min_silence_s=args.min_silence,
         step_s=args.step,
         trim_s=args.trim,
+        trim_context_s=args.trim_context,
         commit=args.commit,
         guard_s=args.commit_guard,
         min_probability=args.commit_probability,
         max_age_s=args.commit_max_age,
         agree_unsure=args.commit_agree_unsure,
+        stall_s=args.commit_stall,
     )
     return Settings(
         model=args.checkpoint or args.model,

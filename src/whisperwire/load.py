@@ -72,7 +72,8 @@ class LoadMonitor:
     # ---- inputs
 
     def record(self, kind: str, seconds: float) -> None:
-        """A decode of `kind` ("partial", "final", "cap") took `seconds` of a worker."""
+        """A decode of `kind` ("partial"; or thorough: "commit", "final", "cap") took
+        `seconds` of a worker."""
         (self._partial if kind == "partial" else self._final).add(seconds)
 
     def stream_opened(self, key: str) -> None:

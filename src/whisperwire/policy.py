@@ -71,7 +71,9 @@ class DecodeRequest:
     prompt: str
     language: str | None  # None: detect
     task: str
-    kind: Literal["partial", "final", "cap"]
+    # partial: an update (greedy); commit: an update that also settles stalled words (beam);
+    # final: a closed region's rest; cap: a full window
+    kind: Literal["partial", "commit", "final", "cap"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class PolicyConfig:
     context_gap_s: float = 2.0  # after a pause this short, the last region stays as context
     step_s: float = 0.5  # new audio between two partial decodes
     trim_s: float = 15.0  # trim the window at the last final word beyond this length
+    # A trimmed window starts this much before the end of the last final word, at a word's
+    # start, so its first words are whole (the words in it are decoded again and dropped);
+    # 0: at the end of the last final word.
+    trim_context_s: float = 0.0
     max_window_s: float = 25.0  # never decode more than this (Whisper's window is 30 s)
     max_hold_s: float = 0.0  # committed words may wait this long for a phrase end
     # How a partial decode's words become final: "agreement" (LocalAgreement-2: two
@@ -136,6 +142,11 @@ class PolicyConfig:
     # is committed all the same when the previous decode said it too (LocalAgreement-2 as a
     # second route), so one unsure word does not hold back the rest of a long region.
     agree_unsure: bool = False
+    # One-pass: when an unsure word has held back the words after it for this long (it
+    # ended `guard_s` + `stall_s` before the newest audio), the next decode is a thorough one
+    # (beam search, fallback) whose words are all committed up to `guard_s` before its end,
+    # whatever their probability, as a region's last decode commits all of its words; 0: off.
+    stall_s: float = 0.0
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).
@@ -358,7 +369,7 @@ class Policy:
         else:
             if avail_end - self._last_request_end < int(self.step_s * SAMPLE_RATE):
                 return None
-            end, kind = avail_end, "partial"
+            end, kind = avail_end, "commit" if self._stalled(avail_end) else "partial"
         audio = self._audio.window(self._win_start, end)
         request = DecodeRequest(
             id=self._next_id,
@@ -402,7 +413,9 @@ class Policy:
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
         else:
-            if self.config.commit == "one-pass":
+            if request.kind == "commit":
+                agreed = len(_while_old(new, window_end - self.config.guard_s))
+            elif self.config.commit == "one-pass":
                 agreed = self._confident_prefix(new, window_end, self._tail)
             else:
                 agreed = _common_prefix(self._tail, new)
@@ -507,6 +520,13 @@ class Policy:
             n += 1
         return n
 
+    def _stalled(self, avail_end: int) -> bool:
+        """Has an unsure word held the open words back for `stall_s` (one-pass)?"""
+        cfg = self.config
+        if cfg.commit != "one-pass" or cfg.stall_s <= 0 or not self._tail:
+            return False
+        return self._tail[0].end <= avail_end / SAMPLE_RATE - cfg.guard_s - cfg.stall_s
+
     def _commit_cap(self, new: list[Word], window_end: float) -> None:
         """The window is full: commit through Whisper's last complete segment and move on."""
         if not new:
@@ -519,6 +539,8 @@ class Policy:
             keep_from = self._committed_end
         self._tail = []
         self._finalize(len(self._held))
+        if new:
+            keep_from = self._trim_point()
         self._win_start = max(self._win_start, int(keep_from * SAMPLE_RATE))
         self._last_request_end = self._win_start
 
@@ -570,11 +592,25 @@ class Policy:
         return join_words(words)[-limit:].strip() if limit > 0 else ""
 
     def _maybe_trim(self) -> None:
-        """Keep the window short: cut it at the end of the last final word."""
+        """Keep the window short: cut it at the last final word."""
         length = (self._last_request_end - self._win_start) / SAMPLE_RATE
-        if length > self.config.trim_s and self._final_end * SAMPLE_RATE > self._win_start:
-            self._win_start = int(self._final_end * SAMPLE_RATE)
+        at = int(self._trim_point() * SAMPLE_RATE)
+        if length > self.config.trim_s and at > self._win_start:
+            self._win_start = at
             self._discard_unneeded()
+
+    def _trim_point(self) -> float:
+        """Where a trimmed window starts (seconds): the end of the last final word, or with
+        `trim_context_s`, the start of the earliest final word ending within that much of
+        it, so that the new window does not open inside a word whose alignment ended early."""
+        at = self._final_end
+        context = self.config.trim_context_s
+        if context > 0:
+            for word in reversed(self._final_words):
+                if word.end <= self._final_end - context:
+                    break
+                at = word.start
+        return at
 
     def _emit_partial(self, now: float) -> None:
         words = self._held + self._tail
@@ -595,6 +631,14 @@ class Policy:
             if self._keeps_context(keep):
                 keep = min(keep, self._win_start)
         self._audio.discard_before(keep)
+
+
+def _while_old(words: list[Word], until: float) -> list[Word]:
+    """The leading words that end by `until`."""
+    n = 0
+    while n < len(words) and words[n].end <= until:
+        n += 1
+    return words[:n]
 
 
 def _suffix_match(a: list[str], b: list[str]) -> int:

@@ -335,7 +335,7 @@ class Session:
         else:
             log.error("session %s: decode failed", self.id, exc_info=exc)
             code, what = proto.TRANSCRIPTION_ERROR, f"decoding failed: {exc}"
-        if request.kind != "partial":
+        if request.kind in ("final", "cap"):  # the decodes whose audio is not decoded again
             self._final_failures += 1
         if self._final_failures >= DECODE_ATTEMPTS:
             start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE

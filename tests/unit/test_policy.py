@@ -444,3 +444,57 @@ def test_one_pass_commits_an_unsure_word_two_decodes_agree_on() -> None:
     third = feed_until(5.2)
     policy.apply(third, said(third, " rumbled"))  # two in a row say it: committed
     assert [e.text for e in policy.events() if isinstance(e, Final)] == ["rumbled after"]
+
+
+@pytest.mark.parametrize("context", [0.0, 1.0])
+def test_a_trimmed_window_starts_at_a_word_and_says_every_word_once(context: float) -> None:
+    """With trim_context, a trimmed window opens at the start of a final word about a second
+    back, not at the end of the last one; the words decoded again are not said again."""
+    words = [f"w{i}" for i in range(60)]
+    spoken = script(words, 0.5, per_word=0.35)
+    policy = one_pass(trim_s=4.0, trim_context_s=context)
+    fake = FakeWhisper(spoken, unstable_tail=False)
+    events = run(policy, fake, 25.0, [(0.5, 21.6)])
+    assert finals_text(events) == " ".join(words)
+    starts = sorted({round(r.offset, 3) for r in fake.requests})[1:]  # trimmed windows
+    assert len(starts) >= 3
+    boundaries = {round(s.start if context else s.end, 3) for s in spoken}
+    assert all(at in boundaries for at in starts), starts
+
+
+class UnsureWord(FakeWhisper):
+    """Whisper that is never sure of one word; a decode that commits (kind `commit`) gives
+    it all the same, as a beam search would."""
+
+    def __init__(self, spoken: list[Spoken], unsure: str) -> None:
+        super().__init__(spoken, unstable_tail=False)
+        self.unsure = unsure
+        self.kinds: list[str] = []
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        self.kinds.append(request.kind)
+        words = [
+            replace(w, probability=0.1) if w.text.strip() == self.unsure else w
+            for w in super().__call__(request).words
+        ]
+        return Hypothesis(words, "en")
+
+
+@pytest.mark.parametrize("stall_s", [0.0, 1.0])
+def test_a_stalled_unsure_word_is_settled_by_a_thorough_decode(stall_s: float) -> None:
+    words = [f"w{i}" for i in range(30)]
+    spoken = script(words, 0.5, per_word=0.35)
+    fake = UnsureWord(spoken, unsure="w5")
+    policy = one_pass(stall_s=stall_s)
+    events = run(policy, fake, 11.5, [(0.5, 13.0)], finish=False)  # the region is open
+    said = finals_text(events).split()
+    if stall_s:
+        # w5 and most words after it are final while the region is still open
+        assert said == words[: len(said)] and len(said) >= 25
+        assert fake.kinds.count("commit") >= 1
+        assert "commit" not in fake.kinds[: fake.kinds.index("commit")]  # partials first
+    else:
+        assert said == words[:5]  # held back until the region ends
+        assert "commit" not in fake.kinds
+    policy.finish()
+    assert finals_text(events + drain(policy, fake)) == " ".join(words)

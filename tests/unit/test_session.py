@@ -44,6 +44,7 @@ class ScriptedEngine:
     name = "scripted"
     multilingual = False
     languages = frozenset({"en"})
+    batch = 1  # no batched decodes
 
     def __init__(self, whisper: FakeWhisper, fails: Callable[[DecodeRequest, int], bool]) -> None:
         """`fails(request, call)`, call counting from 1: should this decode raise?"""
