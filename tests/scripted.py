@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisperwire.policy import SAMPLE_RATE, VAD_CHUNK, DecodeRequest, Hypothesis, Word
+from whisperwire.endpointing import VAD_CHUNK
+from whisperwire.policy import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
 
 
 @dataclass

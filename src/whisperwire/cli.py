@@ -51,11 +51,6 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(f"WHISPERWIRE_{name}", default)
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(f"WHISPERWIRE_{name}")
-    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def _whisper_languages() -> frozenset[str]:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
@@ -179,13 +174,6 @@ def build_parser() -> Parser:
         "cut at the last final word (shorter: cheaper decodes, less context)",
     )
     s.add_argument(
-        "--trim-context",
-        type=_ranged(float, 0.0, 5.0),
-        default=float(_env("TRIM_CONTEXT", policy.trim_context_s)),
-        help="a trimmed window starts at the first final word ending within this many seconds "
-        "of the last one (decoded again as context, not said again); 0: after the last one",
-    )
-    s.add_argument(
         "--commit",
         choices=("agreement", "one-pass"),
         default=_env("COMMIT", policy.commit),
@@ -204,13 +192,6 @@ def build_parser() -> Parser:
         type=_ranged(float, 0.0, 1.0),
         default=float(_env("COMMIT_PROBABILITY", policy.min_probability)),
         help="one-pass commit: the least word probability",
-    )
-    s.add_argument(
-        "--commit-agree-unsure",
-        action=argparse.BooleanOptionalAction,
-        default=_env_flag("COMMIT_AGREE_UNSURE", policy.agree_unsure),
-        help="one-pass commit: a word under --commit-probability is committed when two "
-        "decodes in a row agree on it (LocalAgreement-2 as a second route)",
     )
     s.add_argument(
         "--commit-stall",
@@ -405,12 +386,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         min_silence_s=args.min_silence,
         step_s=args.step,
         trim_s=args.trim,
-        trim_context_s=args.trim_context,
         commit=args.commit,
         guard_s=args.commit_guard,
         min_probability=args.commit_probability,
         max_age_s=args.commit_max_age,
-        agree_unsure=args.commit_agree_unsure,
         stall_s=args.commit_stall,
     )
     return Settings(

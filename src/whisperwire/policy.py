@@ -40,10 +40,8 @@ from typing import Literal
 
 import numpy as np
 
+from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.samplebuffer import SampleBuffer
-
-SAMPLE_RATE = 16000
-VAD_CHUNK = 512
 
 # --------------------------------------------------------------------------- data
 
@@ -120,10 +118,6 @@ class PolicyConfig:
     context_gap_s: float = 2.0  # after a pause this short, the last region stays as context
     step_s: float = 0.5  # new audio between two partial decodes
     trim_s: float = 15.0  # trim the window at the last final word beyond this length
-    # A trimmed window starts this much before the end of the last final word, at a word's
-    # start, so its first words are whole (the words in it are decoded again and dropped);
-    # 0: at the end of the last final word.
-    trim_context_s: float = 0.0
     max_window_s: float = 25.0  # never decode more than this (Whisper's window is 30 s)
     max_hold_s: float = 0.0  # committed words may wait this long for a phrase end
     # How a partial decode's words become final: "agreement" (LocalAgreement-2: two
@@ -138,14 +132,14 @@ class PolicyConfig:
     # One-pass: a word this old is committed whatever its probability; 0: never. Off: at
     # 2.0 s it cut the p95 lag to 2.29 s but raised WER from 10.2 % to 13.0 %.
     max_age_s: float = 0.0
-    # One-pass: a word below `min_probability` that ends `guard_s` before the audio decoded
-    # is committed all the same when the previous decode said it too (LocalAgreement-2 as a
-    # second route), so one unsure word does not hold back the rest of a long region.
-    agree_unsure: bool = False
     # One-pass: when an unsure word has held back the words after it for this long (it
     # ended `guard_s` + `stall_s` before the newest audio), the next decode is a thorough one
     # (beam search, fallback) whose words are all committed up to `guard_s` before its end,
     # whatever their probability, as a region's last decode commits all of its words; 0: off.
+    # Off: on 234 s of continuous speech (offline WER 8.6 %), 1.0 s cut the final lag p95
+    # from 4.49 to 2.30 s but raised WER from 14.3 % to 16.8 % (with guard 0.8 s: 13.8 %,
+    # p50 / p95 1.62 / 2.68 s). Guard 0.8 s alone: 12.7 %, 1.72 / 3.79 s; 1.0 s: 12.2 %,
+    # 1.84 / 4.61 s; the default 0.6 s: 13.6-14.3 % over three runs, 1.43-1.45 / 3.6-4.5 s.
     stall_s: float = 0.0
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
@@ -164,99 +158,6 @@ def _norm(text: str) -> str:
 
 def join_words(words: list[Word]) -> str:
     return "".join(w.text for w in words).strip()
-
-
-# --------------------------------------------------------------------------- endpointing
-
-
-@dataclass
-class Region:
-    start: int  # absolute sample, padding included
-    end: int | None = None  # None while the region is open
-    voiced: int = 0  # samples scored as speech so far
-    confirmed: bool = False  # voiced >= min_speech: decodable, never discarded
-
-
-class Endpointer:
-    """Causal VAD hysteresis: probabilities per 512 samples -> speech regions (in samples)."""
-
-    def __init__(self, config: PolicyConfig) -> None:
-        self.cfg = config
-        self.regions: deque[Region] = deque()  # regions not yet handed over
-        self._triggered = False
-        self._temp_end = 0
-        self._pos = 0  # absolute sample after the last scored chunk
-        self._last_end = 0  # end of the previous region: the next never starts before it
-        self._blip: tuple[int, int] | None = None  # the last too-short region (start, end)
-
-    @property
-    def in_speech(self) -> bool:
-        return self._triggered
-
-    def feed(self, probs: np.ndarray) -> None:
-        cfg = self.cfg
-        neg = cfg.vad_threshold - cfg.vad_neg_offset
-        min_silence = int(cfg.min_silence_s * SAMPLE_RATE)
-        gap = cfg.context_gap_s * SAMPLE_RATE
-        for p in probs:
-            chunk_start = self._pos
-            self._pos += VAD_CHUNK
-            if p >= cfg.vad_threshold:
-                self._temp_end = 0
-                if not self._triggered:
-                    self._triggered = True
-                    start = chunk_start - int(cfg.speech_pad_s * SAMPLE_RATE)
-                    if self._blip is not None:  # a short word just before: keep it
-                        start = min(start, self._blip[0])
-                        self._blip = None
-                    self.regions.append(Region(max(self._last_end, start)))
-                region = self.regions[-1]
-                region.voiced += VAD_CHUNK
-                region.confirmed = region.voiced >= cfg.min_speech_s * SAMPLE_RATE
-            elif self._blip is not None and self._pos - self._blip[1] > gap:
-                self._blip = None  # no speech followed: the blip was noise
-            if p < neg and self._triggered:
-                if not self._temp_end:
-                    self._temp_end = chunk_start
-                if self._pos - self._temp_end >= min_silence:
-                    self._close(self._temp_end + int(cfg.end_pad_s * SAMPLE_RATE))
-
-    def earliest_start(self, total: int) -> int:
-        """The earliest sample a region still to come (or queued) may start at."""
-        earliest = total - int(self.cfg.speech_pad_s * SAMPLE_RATE) - VAD_CHUNK
-        if self.regions:
-            earliest = min(earliest, self.regions[0].start)
-        if self._blip is not None:
-            earliest = min(earliest, self._blip[0])
-        return max(0, earliest)
-
-    def force_end(self, at: int) -> None:
-        """Close any open region at `at` (flush / end of stream).
-
-        The speaker is done, so a short word is decoded rather than waiting for more speech:
-        an open region or a recent blip is confirmed however short it is.
-        """
-        if self._blip is not None:
-            if not self._triggered:
-                self._triggered = True
-                self.regions.append(Region(max(self._last_end, self._blip[0])))
-            self.regions[-1].start = max(self._last_end, min(self.regions[-1].start, self._blip[0]))
-            self._blip = None
-        if self._triggered:
-            self.regions[-1].confirmed = True
-            self._close(max(at, self.regions[-1].start))
-
-    def _close(self, end: int) -> None:
-        self._triggered = False
-        self._temp_end = 0
-        region = self.regions[-1]
-        if not region.confirmed:
-            # Too short to decode alone; it joins the next region if one follows soon.
-            self.regions.pop()
-            self._blip = (region.start, end)
-            return
-        region.end = end
-        self._last_end = end
 
 
 # --------------------------------------------------------------------------- the policy
@@ -416,7 +317,7 @@ class Policy:
             if request.kind == "commit":
                 agreed = len(_while_old(new, window_end - self.config.guard_s))
             elif self.config.commit == "one-pass":
-                agreed = self._confident_prefix(new, window_end, self._tail)
+                agreed = self._confident_prefix(new, window_end)
             else:
                 agreed = _common_prefix(self._tail, new)
             if agreed and not self._held:
@@ -501,20 +402,17 @@ class Policy:
             cut = best
         return words[cut:]
 
-    def _confident_prefix(self, words: list[Word], window_end: float, before: list[Word]) -> int:
+    def _confident_prefix(self, words: list[Word], window_end: float) -> int:
         """One-pass commit: the leading words that end `guard_s` before the audio decoded
         ends and that Whisper gave at least `min_probability`. Whisper revises a word when
         more audio follows it closely; one that ends well before the window's end, said with
-        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times).
-        With `agree_unsure`, an unsure word counts as sure where `before` (the previous
-        decode's open words) agrees with it."""
+        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times)."""
         cfg = self.config
-        agreed = _common_prefix(before, words) if cfg.agree_unsure else 0
         n = 0
-        for i, word in enumerate(words):
+        for word in words:
             age = window_end - word.end
             old = 0 < cfg.max_age_s <= age
-            sure = word.probability >= cfg.min_probability or old or i < agreed
+            sure = word.probability >= cfg.min_probability or old
             if age < cfg.guard_s or not sure:
                 break
             n += 1
@@ -539,8 +437,6 @@ class Policy:
             keep_from = self._committed_end
         self._tail = []
         self._finalize(len(self._held))
-        if new:
-            keep_from = self._trim_point()
         self._win_start = max(self._win_start, int(keep_from * SAMPLE_RATE))
         self._last_request_end = self._win_start
 
@@ -594,23 +490,10 @@ class Policy:
     def _maybe_trim(self) -> None:
         """Keep the window short: cut it at the last final word."""
         length = (self._last_request_end - self._win_start) / SAMPLE_RATE
-        at = int(self._trim_point() * SAMPLE_RATE)
+        at = int(self._final_end * SAMPLE_RATE)
         if length > self.config.trim_s and at > self._win_start:
             self._win_start = at
             self._discard_unneeded()
-
-    def _trim_point(self) -> float:
-        """Where a trimmed window starts (seconds): the end of the last final word, or with
-        `trim_context_s`, the start of the earliest final word ending within that much of
-        it, so that the new window does not open inside a word whose alignment ended early."""
-        at = self._final_end
-        context = self.config.trim_context_s
-        if context > 0:
-            for word in reversed(self._final_words):
-                if word.end <= self._final_end - context:
-                    break
-                at = word.start
-        return at
 
     def _emit_partial(self, now: float) -> None:
         words = self._held + self._tail

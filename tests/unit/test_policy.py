@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scripted import FakeWhisper, Spoken, script, vad_probs
 
+from whisperwire.endpointing import VAD_CHUNK
 from whisperwire.policy import (
     SAMPLE_RATE,
-    VAD_CHUNK,
     DecodeRequest,
     Ended,
     Final,
@@ -408,58 +408,15 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
     assert [e.text for e in events if isinstance(e, Final)] == ["old"]
 
 
-def test_one_pass_commits_an_unsure_word_two_decodes_agree_on() -> None:
-    """With agree_unsure, an unsure word does not hold the rest of a region back: the next
-    decode that says it again commits it, and the sure words after it, at once."""
-    policy = one_pass(guard_s=0.5, min_probability=0.5, agree_unsure=True, step_s=0.5)
-    probs = vad_probs(9.0, [(0.5, 8.5)])
-    fed = 0
-
-    def feed_until(seconds: float) -> DecodeRequest:
-        nonlocal fed
-        n = int(seconds * SAMPLE_RATE) // VAD_CHUNK
-        policy.feed(np.zeros((n - fed) * VAD_CHUNK, np.float32), probs[fed:n])
-        fed = n
-        request = policy.next_request()
-        assert request is not None and request.kind == "partial"
-        return request
-
-    def said(request: DecodeRequest, unsure: str) -> Hypothesis:
-        at = request.offset  # session time -> window time
-        return Hypothesis(
-            [
-                Word(" sure", 0.6 - at, 1.0 - at, 0.95),
-                Word(unsure, 1.1 - at, 1.5 - at, 0.2),
-                Word(" after", 1.6 - at, 2.0 - at, 0.95),
-            ],
-            "en",
-        )
-
-    first = feed_until(4.0)
-    policy.apply(first, said(first, " mumbled"))
-    assert [e.text for e in policy.events() if isinstance(e, Final)] == ["sure"]
-    second = feed_until(4.6)
-    policy.apply(second, said(second, " rumbled"))  # the decodes disagree: still open
-    assert [e.text for e in policy.events() if isinstance(e, Final)] == []
-    third = feed_until(5.2)
-    policy.apply(third, said(third, " rumbled"))  # two in a row say it: committed
-    assert [e.text for e in policy.events() if isinstance(e, Final)] == ["rumbled after"]
-
-
-@pytest.mark.parametrize("context", [0.0, 1.0])
-def test_a_trimmed_window_starts_at_a_word_and_says_every_word_once(context: float) -> None:
-    """With trim_context, a trimmed window opens at the start of a final word about a second
-    back, not at the end of the last one; the words decoded again are not said again."""
+def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once() -> None:
     words = [f"w{i}" for i in range(60)]
     spoken = script(words, 0.5, per_word=0.35)
-    policy = one_pass(trim_s=4.0, trim_context_s=context)
     fake = FakeWhisper(spoken, unstable_tail=False)
-    events = run(policy, fake, 25.0, [(0.5, 21.6)])
+    events = run(one_pass(trim_s=4.0), fake, 25.0, [(0.5, 21.6)])
     assert finals_text(events) == " ".join(words)
     starts = sorted({round(r.offset, 3) for r in fake.requests})[1:]  # trimmed windows
     assert len(starts) >= 3
-    boundaries = {round(s.start if context else s.end, 3) for s in spoken}
-    assert all(at in boundaries for at in starts), starts
+    assert all(at in {round(s.end, 3) for s in spoken} for at in starts), starts
 
 
 class UnsureWord(FakeWhisper):

@@ -18,7 +18,8 @@ from scripted import FakeWhisper, script, vad_probs
 
 from whisperwire import protocol as proto
 from whisperwire import session as session_module
-from whisperwire.policy import VAD_CHUNK, DecodeRequest, Hypothesis, PolicyConfig
+from whisperwire.endpointing import VAD_CHUNK
+from whisperwire.policy import DecodeRequest, Hypothesis, PolicyConfig
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 
