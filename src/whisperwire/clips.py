@@ -229,9 +229,14 @@ class ClipQueue:
         except ClipError:
             raise
         except Exception as exc:  # e.g. MemoryError: the server's fault, not the clip's
-            log.exception("session %s: clip %s could not be decoded", self.key, job.audio_id)
+            ref = proto.incident()
+            log.exception(
+                "session %s: clip %s could not be decoded [incident %s]",
+                self.key, proto.shown(job.audio_id), ref,
+            )  # fmt: skip
             raise ClipError(
-                proto.INTERNAL_ERROR, f"the server could not decode the clip: {exc!r}"
+                proto.INTERNAL_ERROR,
+                f"the server could not decode the clip (incident {ref} in its log)",
             ) from exc
 
     async def _segments(self, job: ClipJob, samples: np.ndarray) -> dict[str, Any] | None:

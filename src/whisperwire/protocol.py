@@ -8,6 +8,8 @@ each frame against them, exactly as `websockets`' and `h11`'s protocol objects d
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -49,6 +51,21 @@ ERROR_CODES = frozenset(
 ENCODINGS: dict[str, int] = {"s16le": 2, "f32le": 4}  # bytes per sample
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
+MAX_ID_CHARS = 256  # a clip's audio_id
+SHOWN_CHARS = 60  # of a client's value quoted in an error message
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it: ASCII-escaped (a lone surrogate or a
+    control character cannot break the frame) and cut to `SHOWN_CHARS`."""
+    text = ascii(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def incident() -> str:
+    """A short id for an error of the server's own: the client gets it, the log has it with
+    the traceback; the exception's text stays in the log."""
+    return uuid.uuid4().hex[:8]
 
 
 class ProtocolError(Exception):
@@ -80,7 +97,7 @@ class StreamConfig(BaseModel):
     @classmethod
     def _boolish(cls, value: Any) -> Any:
         if isinstance(value, str):
-            lowered = value.strip().lower()
+            lowered = value.lower()
             if lowered in ("true", "1", "yes", "on"):
                 return True
             if lowered in ("false", "0", "no", "off"):
@@ -93,7 +110,9 @@ class StreamConfig(BaseModel):
     def _intish(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected an integer")
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str):  # a query parameter: digits only, no sign or space
+            if not re.fullmatch(r"[0-9]{1,9}", value):
+                raise ValueError("expected an integer such as 16000")
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -200,8 +219,14 @@ class Codec:
             raise ProtocolError(MESSAGE_TOO_BIG, self._too_big(len(text)))
         try:
             obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except json.JSONDecodeError as exc:
             raise ProtocolError(INVALID_JSON, f"text frame is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ProtocolError(INVALID_JSON, "text frame nests JSON too deeply") from None
+        except ValueError:  # Python's limit on the digits of an integer
+            raise ProtocolError(
+                INVALID_JSON, "text frame has a number of more than 4300 digits"
+            ) from None
         if not isinstance(obj, dict):
             raise ProtocolError(INVALID_MESSAGE, "a message must be a JSON object with a 'type'")
         kind = obj.get("type")
@@ -221,7 +246,7 @@ class Codec:
             return self._receive_clip(obj)
         raise ProtocolError(
             UNKNOWN_MESSAGE_TYPE,
-            f"unknown message type {kind!r}; expected one of "
+            f"unknown message type {shown(kind)}; expected one of "
             "config, flush, end, eof, ping, status, audio",
         )
 
@@ -231,7 +256,7 @@ class Codec:
         if unknown:
             raise ProtocolError(
                 INVALID_MESSAGE,
-                f"config: unknown field(s) {', '.join(unknown)}; "
+                f"config: unknown field(s) {shown(', '.join(unknown))}; "
                 f"allowed: {', '.join(sorted(CONFIG_KEYS))}",
             )
         changes.pop("token", None)
@@ -252,13 +277,17 @@ class Codec:
             return self._parse_clip(obj)
         except ProtocolError as exc:
             audio_id = obj.get("audio_id")
-            exc.clip = str(audio_id) if isinstance(audio_id, (str, int)) else ""
+            exc.clip = str(audio_id)[:MAX_ID_CHARS] if isinstance(audio_id, (str, int)) else ""
             raise
 
     def _parse_clip(self, obj: dict[str, Any]) -> ClipAudio:
         audio_id = obj.get("audio_id")
         if audio_id is not None and not isinstance(audio_id, (str, int)):
             raise ProtocolError(INVALID_MESSAGE, "audio: 'audio_id' must be a string")
+        if audio_id is not None and len(str(audio_id)) > MAX_ID_CHARS:
+            raise ProtocolError(
+                INVALID_MESSAGE, f"audio: 'audio_id' is longer than {MAX_ID_CHARS} characters"
+            )
         if "audio_data" not in obj:
             raise ProtocolError(INVALID_MESSAGE, "audio: missing field 'audio_data'")
         data = obj["audio_data"]
@@ -267,7 +296,7 @@ class Codec:
         fmt = obj.get("format", "base64")
         if fmt != "base64":
             raise ProtocolError(
-                UNSUPPORTED_FORMAT, f"audio: format {fmt!r} is not supported; use 'base64'"
+                UNSUPPORTED_FORMAT, f"audio: format {shown(fmt)} is not supported; use 'base64'"
             )
         language = obj.get("language")
         task = obj.get("task")
@@ -293,7 +322,7 @@ class Codec:
             hint = f"this model only knows {next(iter(self.languages))!r}"
         else:
             hint = "use 'auto' or a Whisper language code such as 'en', 'de', 'fr'"
-        raise ProtocolError(INVALID_MESSAGE, f"language: unknown code {code!r}; {hint}")
+        raise ProtocolError(INVALID_MESSAGE, f"language: unknown code {shown(code)}; {hint}")
 
     def _too_big(self, size: int) -> str:
         return (
@@ -317,7 +346,13 @@ def timestamp() -> str:
 
 
 def encode_json(event: dict[str, Any]) -> str:
-    return json.dumps({**event, "timestamp": timestamp()}, ensure_ascii=False)
+    payload = {**event, "timestamp": timestamp()}
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate a client sent (in an id): escape it
+        return json.dumps(payload, ensure_ascii=True)
+    return text
 
 
 def encode_text(event: dict[str, Any]) -> str | None:

@@ -216,10 +216,12 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                         await session.receive_bytes(message["bytes"])
                     elif message.get("text") is not None:
                         await session.receive_text(message["text"])
-                except Exception as exc:  # a bug of ours: say so, keep the session
-                    log.exception("session %s: unexpected error", session.id)
+                except Exception:  # a bug of ours: say so (not how), keep the session
+                    ref = proto.incident()
+                    log.exception("session %s: unexpected error [incident %s]", session.id, ref)
                     await session.send_error(
-                        proto.INTERNAL_ERROR, f"the server failed on that message: {exc}"
+                        proto.INTERNAL_ERROR,
+                        f"the server failed on that message (incident {ref} in its log)",
                     )
         except (WebSocketDisconnect, RuntimeError):
             pass

@@ -333,8 +333,9 @@ class Session:
         if isinstance(exc, Overloaded):
             code, what = proto.OVERLOADED, f"decode postponed: {exc}"
         else:
-            log.error("session %s: decode failed", self.id, exc_info=exc)
-            code, what = proto.TRANSCRIPTION_ERROR, f"decoding failed: {exc}"
+            ref = proto.incident()
+            log.error("session %s: decode failed [incident %s]", self.id, ref, exc_info=exc)
+            code, what = proto.TRANSCRIPTION_ERROR, f"decoding failed (incident {ref})"
         if request.kind in ("final", "cap"):  # the decodes whose audio is not decoded again
             self._final_failures += 1
         if self._final_failures >= DECODE_ATTEMPTS:

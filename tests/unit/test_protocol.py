@@ -119,3 +119,74 @@ def test_text_dialect_sends_connection_id_then_final_texts_only() -> None:
     assert c.encode({"type": "final", "text": "Hello there."}) == "Hello there."
     assert c.encode({"type": "partial", "text": "Hel"}) is None
     assert c.encode({"type": "state", "state": "pong"}) is None
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"config","sample_rate":' + "1" * 5000 + "}",
+        '{"type":"ping","n":' + "9" * 4301 + "}",
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
+def test_numbers_and_nesting_past_pythons_limits_are_invalid_json(text: str) -> None:
+    c = codec()
+    with pytest.raises(proto.ProtocolError) as info:
+        c.receive_text(text)
+    assert info.value.code == proto.INVALID_JSON
+    assert "sys.set_int_max_str_digits" not in info.value.message  # no Python advice
+    assert isinstance(c.receive_text('{"type":"ping"}'), proto.Ping)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"config","\\ud800":1}',  # a lone surrogate in an unknown field's name
+        '{"type":"audio","audio_id":"\\udfff","format":"opus","audio_data":""}',
+        '{"type":"\\ud83d"}',
+    ],
+)
+def test_an_error_about_a_lone_surrogate_can_be_sent(text: str) -> None:
+    """The error frame must be valid UTF-8, or the session could not send it (nor anything
+    after it)."""
+    with pytest.raises(proto.ProtocolError) as info:
+        codec().receive_text(text)
+    event = proto.error_event(info.value.code, info.value.message, audio_id=info.value.clip)
+    frame = proto.encode_json(event)
+    frame.encode("utf-8")  # raises if a surrogate got through
+    assert json.loads(frame)["code"] == info.value.code
+
+
+def test_an_event_that_carries_a_client_id_with_a_surrogate_is_escaped() -> None:
+    frame = proto.encode_json({"type": "state", "state": "processing", "audio_id": "a\ud800b"})
+    assert json.loads(frame)["audio_id"] == "a\ud800b"  # the same id, escaped in transit
+    frame.encode("utf-8")
+
+
+def test_errors_quote_at_most_a_little_of_what_the_client_sent() -> None:
+    for text in (
+        json.dumps({"type": "x" * 1_000_000}),
+        json.dumps({"type": "config", "y" * 1_000_000: 1}),
+        json.dumps({"type": "config", "language": "z" * 1_000_000}),
+        json.dumps({"type": "audio", "format": "w" * 1_000_000, "audio_data": ""}),
+    ):
+        with pytest.raises(proto.ProtocolError) as info:
+            codec().receive_text(text)
+        assert len(info.value.message) < 400, info.value.message[:100]
+
+
+@pytest.mark.parametrize("value", [" 16000", "16000 ", "+16000", "１６０００", "16_000", True])
+def test_a_sample_rate_must_be_a_plain_integer(value: object) -> None:
+    text = json.dumps({"type": "config", "sample_rate": value})
+    assert error_code(codec().receive_text, text) == proto.INVALID_MESSAGE
+
+
+def test_a_long_audio_id_is_refused() -> None:
+    text = json.dumps({"type": "audio", "audio_id": "i" * 300, "audio_data": ""})
+    with pytest.raises(proto.ProtocolError) as info:
+        codec().receive_text(text)
+    assert info.value.code == proto.INVALID_MESSAGE and "256" in info.value.message
+    assert info.value.clip is not None and len(info.value.clip) == 256
