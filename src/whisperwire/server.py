@@ -130,6 +130,21 @@ class App:
             await asyncio.gather(*(s.shutdown(timeout) for s in sessions), return_exceptions=True)
 
 
+SECRET_PARAMETER = re.compile(r"(?i)\b(token|api_key|key)=[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Keys given as query parameters (`?token=...`) never reach a log line: uvicorn logs
+    every WebSocket path and HTTP request line with its query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_PARAMETER.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
 def authorized(ws: WebSocket, keys: list[str]) -> bool:
     """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
     offered = ws.query_params.get("token", "")
@@ -273,6 +288,8 @@ def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
     )
+    for name in ("uvicorn.error", "uvicorn.access"):  # configured by uvicorn.Config above
+        logging.getLogger(name).addFilter(RedactSecrets())
     if settings.certfile:
         # uvicorn builds its own context from the files; ours also refuses TLS < 1.2.
         config.load()

@@ -156,12 +156,22 @@ def test_bad_inputs_get_their_error_and_the_session_keeps_working(server: Server
             ("{oops", "INVALID_JSON"),
             (json.dumps({"type": "sing"}), "UNKNOWN_MESSAGE_TYPE"),
             (json.dumps({"type": "config", "sample_rate": 1000}), "INVALID_MESSAGE"),
-        ]
+            (json.dumps({"type": "config", "sample_rate": " 16000"}), "INVALID_MESSAGE"),
+            # found by fuzzing: Python's integer limit, and lone surrogates reflected in errors
+            ('{"type":"ping","n":' + "9" * 4301 + "}", "INVALID_JSON"),
+            ('{"type":"config","\\ud800":1}', "INVALID_MESSAGE"),
+            ('{"type":"audio","audio_id":"\\udfff","format":"ogg","audio_data":""}',
+             "UNSUPPORTED_FORMAT"),
+        ]  # fmt: skip
         for frame, code in cases:
             ws.send(frame)
             reply = recv_json(ws)
             assert reply["type"] == "error" and reply["code"] == code, reply
             assert reply["message"]
+            if code == "UNSUPPORTED_FORMAT":  # a refused clip gets its `ready`, id and all
+                assert recv_json(ws) | {"timestamp": 0} == {
+                    "type": "state", "state": "ready", "audio_id": "\udfff", "timestamp": 0,
+                }  # fmt: skip
             ws.send(json.dumps({"type": "ping"}))
             assert recv_json(ws)["state"] == "pong"
         pcm = (jfk * 32767).astype("<i2").tobytes()
@@ -237,5 +247,10 @@ def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
         headers = {"Authorization": "Bearer s3cret"}
         with connect(server.url, additional_headers=headers, open_timeout=30) as ws:
             assert recv_json(ws)["state"] == "ready"
+        with session(server.url, "token=wrong-s3cret-guess") as ws:
+            assert recv_json(ws)["code"] == "UNAUTHORIZED"
     finally:
         server.stop()
+    log = server.output()
+    assert "WebSocket /?token=***" in log  # the connections are logged, their keys are not
+    assert "s3cret" not in log
