@@ -168,7 +168,11 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             await forwarder.close(timeout_s=10.0)
         state.scheduler.close()
 
-    app = FastAPI(title="whisperwire", lifespan=lifespan)
+    # With keys, nothing but /health (liveness) answers without one: no schema or docs pages.
+    pages: dict[str, Any] = (
+        {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.api_keys else {}
+    )
+    app = FastAPI(title="whisperwire", lifespan=lifespan, **pages)
     app.state.whisperwire = state
 
     @app.get("/health")

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from support import (
@@ -249,6 +250,10 @@ def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
             assert recv_json(ws)["state"] == "ready"
         with session(server.url, "token=wrong-s3cret-guess") as ws:
             assert recv_json(ws)["code"] == "UNAUTHORIZED"
+        http = f"http://127.0.0.1:{server.port}"
+        assert httpx.get(f"{http}/health", timeout=10).status_code == 200  # liveness stays open
+        for page in ("/docs", "/redoc", "/openapi.json"):  # nothing else does
+            assert httpx.get(http + page, timeout=10).status_code == 404, page
     finally:
         server.stop()
     log = server.output()
