@@ -243,6 +243,13 @@ def build_parser() -> Parser:
         help="concurrent sessions before new ones are refused with OVERLOADED",
     )
     n.add_argument(
+        "--idle-timeout",
+        type=_ranged(float, 0.0, 86400.0),
+        default=float(_env("IDLE_TIMEOUT", 300.0)),
+        help="seconds a session may send nothing (no audio, no message) while the server has "
+        "nothing of it in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never",
+    )
+    n.add_argument(
         "--max-lag",
         type=_ranged(float, 0.0, 3600.0),
         default=float(_env("MAX_LAG", 0.0)),
@@ -411,6 +418,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         certfile=args.certfile,
         keyfile=args.keyfile,
         max_sessions=args.max_sessions,
+        idle_timeout_s=args.idle_timeout,
         max_lag_s=args.max_lag,
         api_keys=list(args.api_key),
         policy=policy,

@@ -193,6 +193,18 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         await ws.send_text(proto.encode_json(proto.error_event(code, message, **extra)))
         await ws.close(close_code, code.lower())
 
+    idle = settings.idle_timeout_s
+
+    async def receive_or_idle(ws: WebSocket, session: Session) -> dict[str, Any] | None:
+        """The next ASGI message, or None once the client has sent nothing for `idle`
+        seconds while the server had nothing of its session in hand."""
+        while True:
+            try:
+                return await asyncio.wait_for(ws.receive(), idle or None)
+            except asyncio.TimeoutError:
+                if not session.in_hand:
+                    return None
+
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
         if settings.api_keys and not authorized(ws, settings.api_keys):
@@ -227,7 +239,15 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         try:
             await session.open()
             while True:
-                message = await ws.receive()
+                message = await receive_or_idle(ws, session)
+                if message is None:  # idle: the client is told, the slot is freed
+                    await session.send_error(
+                        proto.IDLE_TIMEOUT,
+                        f"nothing received for {idle:g} s (the server's --idle-timeout); "
+                        "reconnect to continue",
+                    )
+                    await session.end_and_close((1008, "idle timeout"), timeout=10.0)
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 try:

@@ -210,7 +210,12 @@ class Session:
 
     async def shutdown(self, timeout: float) -> None:
         """The server is stopping: finalise the audio received, as on `end`, then close."""
-        self._close_code = (1001, "server shutting down")
+        await self.end_and_close((1001, "server shutting down"), timeout)
+
+    async def end_and_close(self, close: tuple[int, str], timeout: float) -> None:
+        """Finalise the audio received, as on `end` (its finals and `end` are sent), then
+        close with `close` (code, reason)."""
+        self._close_code = close
         await self._end()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ended.wait(), timeout)
@@ -379,6 +384,14 @@ class Session:
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message behind everything the session said before (callback form)."""
         self._enqueue(message)
+
+    @property
+    def in_hand(self) -> bool:
+        """Is the server still working for this session (a decode, clips, unsent messages)?
+        Such a session is not idle, however long its client stays quiet."""
+        decoding = self._decoding is not None and not self._decoding.done()
+        clips = self._clips is not None and self._clips.busy
+        return decoding or clips or bool(self._outbox)
 
     async def send_error(self, code: str, message: str) -> None:
         self._enqueue(proto.error_event(code, message))

@@ -1,0 +1,75 @@
+"""Limits that keep one client from holding a slot for ever: the idle timeout (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from support import (
+    Server,
+    audio_root,
+    load_audio,
+    pcm,
+    recv_json,
+    session,
+    start_server,
+    transcripts,
+    wer,
+)
+from websockets.exceptions import ConnectionClosed
+
+IDLE_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    audio_root()
+    srv = start_server(tmp_path_factory.mktemp("limits"), "--idle-timeout", str(IDLE_S))
+    yield srv
+    srv.stop()
+
+
+def until_closed(ws: object) -> tuple[list[dict], int | None]:
+    """Every message until the server closes; and its close code."""
+    messages = []
+    try:
+        while True:
+            messages.append(recv_json(ws, timeout=30, skip=()))
+    except ConnectionClosed as closed:
+        return messages, closed.rcvd.code if closed.rcvd is not None else None
+
+
+def test_a_quiet_session_is_told_and_closed(server: Server) -> None:
+    with session(server.url) as ws:
+        assert recv_json(ws)["state"] == "ready"
+        opened = time.monotonic()
+        messages, code = until_closed(ws)
+        waited = time.monotonic() - opened
+    assert [m["type"] for m in messages] == ["error", "end"]
+    assert messages[0]["code"] == "IDLE_TIMEOUT" and "--idle-timeout" in messages[0]["message"]
+    assert code == 1008
+    assert IDLE_S - 0.5 <= waited < IDLE_S + 10  # closed by the timeout, not at once
+
+
+def test_a_session_that_keeps_talking_stays(server: Server) -> None:
+    with session(server.url) as ws:
+        assert recv_json(ws)["state"] == "ready"
+        for _ in range(int(3 * IDLE_S / 0.5)):  # pings every 0.5 s, twice the timeout
+            ws.send(json.dumps({"type": "ping"}))
+            assert recv_json(ws)["state"] == "pong"
+            time.sleep(0.5)
+
+
+def test_audio_sent_before_going_quiet_is_transcribed_before_the_close(server: Server) -> None:
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+    with session(server.url) as ws:
+        assert recv_json(ws)["state"] == "ready"
+        for start in range(0, len(samples), 1600):
+            ws.send(pcm(samples[start : start + 1600]))  # no `end`: the client just stops
+        messages, code = until_closed(ws)
+    finals = " ".join(m["text"] for m in messages if m["type"] == "final")
+    assert wer([transcripts("jfk")["jfk.flac"]], [finals]) <= 0.1, finals
+    assert any(m.get("code") == "IDLE_TIMEOUT" for m in messages)
+    assert messages[-1]["type"] == "end" and code == 1008
