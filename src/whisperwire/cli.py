@@ -243,6 +243,14 @@ def build_parser() -> Parser:
         help="concurrent sessions before new ones are refused with OVERLOADED",
     )
     n.add_argument(
+        "--max-sessions-per-address",
+        type=_ranged(int, 0, 100000),
+        default=int(_env("MAX_SESSIONS_PER_ADDRESS", 0)),
+        help="sessions one client address may hold at once (OVERLOADED beyond it); 0: no "
+        "limit, the default, as a gateway or voice-agent server carries many streams from one "
+        "address; set it on an endpoint open to the public",
+    )
+    n.add_argument(
         "--idle-timeout",
         type=_ranged(float, 0.0, 86400.0),
         default=float(_env("IDLE_TIMEOUT", 300.0)),
@@ -419,6 +427,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         keyfile=args.keyfile,
         max_sessions=args.max_sessions,
         idle_timeout_s=args.idle_timeout,
+        max_sessions_per_address=args.max_sessions_per_address,
         max_lag_s=args.max_lag,
         api_keys=list(args.api_key),
         policy=policy,

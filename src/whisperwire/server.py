@@ -20,6 +20,7 @@ from whisperwire import protocol as proto
 from whisperwire import vad
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.limits import AuthThrottle, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
@@ -205,19 +206,43 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 if not session.in_hand:
                     return None
 
+    throttle = AuthThrottle()
+    per_address = PerAddress(settings.max_sessions_per_address)
+
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
-        if settings.api_keys and not authorized(ws, settings.api_keys):
-            message = (
-                "this server needs an API key: pass ?token=KEY or the header "
-                "'Authorization: Bearer KEY'"
-            )
-            await refuse(ws, proto.UNAUTHORIZED, message, 1008)
-            return
+        address = ws.client.host if ws.client is not None else "unknown"
+        if settings.api_keys:
+            wait = throttle.retry_after(address, time.monotonic())
+            if wait > 0:
+                message = f"too many failed attempts from {address}; retry in {wait:.0f} s"
+                await refuse(ws, proto.UNAUTHORIZED, message, 1008, retry_after=round(wait, 1))
+                return
+            if not authorized(ws, settings.api_keys):
+                throttle.failed(address, time.monotonic())
+                message = (
+                    "this server needs an API key: pass ?token=KEY or the header "
+                    "'Authorization: Bearer KEY'"
+                )
+                await refuse(ws, proto.UNAUTHORIZED, message, 1008)
+                return
         if len(state.sessions) >= settings.max_sessions:
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
             await refuse(ws, proto.OVERLOADED, message, 1013)
             return
+        if not per_address.admit(address):
+            message = (
+                f"{address} already has {per_address.limit} sessions open (the server's "
+                "--max-sessions-per-address); close one or retry later"
+            )
+            await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=5.0)
+            return
+        try:
+            await serve_session(ws)
+        finally:
+            per_address.release(address)
+
+    async def serve_session(ws: WebSocket) -> None:
         load = state.load
         if not load.admit_stream():
             retry = load.retry_after_s()

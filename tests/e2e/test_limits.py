@@ -73,3 +73,24 @@ def test_audio_sent_before_going_quiet_is_transcribed_before_the_close(server: S
     assert wer([transcripts("jfk")["jfk.flac"]], [finals]) <= 0.1, finals
     assert any(m.get("code") == "IDLE_TIMEOUT" for m in messages)
     assert messages[-1]["type"] == "end" and code == 1008
+
+
+def test_sessions_per_address_and_failed_keys_are_limited(tmp_path) -> None:  # noqa: ANN001
+    srv = start_server(tmp_path, "--api-key", "k3y", "--max-sessions-per-address", "2")
+    try:
+        with session(srv.url, "token=k3y") as a, session(srv.url, "token=k3y") as b:
+            assert recv_json(a)["state"] == recv_json(b)["state"] == "ready"
+            with session(srv.url, "token=k3y") as third:
+                refused = recv_json(third)
+                assert refused["code"] == "OVERLOADED" and "per-address" in refused["message"]
+                _, code = until_closed(third)
+                assert code == 1013
+        for _ in range(10):  # ten wrong keys from this address
+            with session(srv.url, "token=guess") as ws:
+                assert "API key" in recv_json(ws)["message"]
+        with session(srv.url, "token=k3y") as ws:  # now even the right key waits
+            refused = recv_json(ws)
+            assert refused["code"] == "UNAUTHORIZED" and "too many failed" in refused["message"]
+            assert refused["retry_after"] > 0
+    finally:
+        srv.stop()
