@@ -146,6 +146,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class NoClientTracebacks(logging.Filter):
+    """A client's invalid UTF-8 text frame is its error, answered with close 1007 by uvicorn,
+    which logs it with a traceback: keep the line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Invalid UTF-8 sequence"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def authorized(ws: WebSocket, keys: list[str]) -> bool:
     """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
     offered = ws.query_params.get("token", "")
@@ -339,6 +349,7 @@ def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None
     )
     for name in ("uvicorn.error", "uvicorn.access"):  # configured by uvicorn.Config above
         logging.getLogger(name).addFilter(RedactSecrets())
+        logging.getLogger(name).addFilter(NoClientTracebacks())
     if settings.certfile:
         # uvicorn builds its own context from the files; ours also refuses TLS < 1.2.
         config.load()

@@ -189,6 +189,21 @@ def test_bad_inputs_get_their_error_and_the_session_keeps_working(server: Server
     assert wer([transcripts("jfk")["jfk.flac"]], [" ".join(finals)]) <= 0.1
 
 
+def test_invalid_utf8_text_closes_with_1007_and_logs_no_traceback(server: Server) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    tracebacks = server.output().count("Traceback")
+    with session(server.url) as ws:
+        assert recv_json(ws)["state"] == "ready"
+        ws.send(b"\xff\xfe{", text=True)  # a text frame that is not UTF-8
+        with pytest.raises(ConnectionClosed) as info:
+            recv_json(ws, timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+    time.sleep(0.5)  # the server's log line
+    assert "Invalid UTF-8" in server.output()
+    assert server.output().count("Traceback") == tracebacks
+
+
 def test_flush_finalises_and_answers_flushed(server: Server) -> None:
     jfk = load_audio(audio_root() / "jfk" / "jfk.flac")
     pcm = (jfk[: 16000 * 3] * 32767).astype("<i2").tobytes()
