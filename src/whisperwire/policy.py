@@ -315,7 +315,7 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             if request.kind == "commit":
-                agreed = len(_while_old(new, window_end - self.config.guard_s))
+                agreed = _ending_by(new, window_end - self.config.guard_s)
             elif self.config.commit == "one-pass":
                 agreed = self._confident_prefix(new, window_end)
             else:
@@ -516,12 +516,12 @@ class Policy:
         self._audio.discard_before(keep)
 
 
-def _while_old(words: list[Word], until: float) -> list[Word]:
-    """The leading words that end by `until`."""
+def _ending_by(words: list[Word], until: float) -> int:
+    """How many leading words end by `until`."""
     n = 0
     while n < len(words) and words[n].end <= until:
         n += 1
-    return words[:n]
+    return n
 
 
 def _suffix_match(a: list[str], b: list[str]) -> int:

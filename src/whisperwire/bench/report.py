@@ -52,10 +52,15 @@ def _row_kept(row: dict[str, Any], p95_limit: float) -> bool:
     return bool(row.get("realtime_kept")) and p95 is not None and p95 <= p95_limit
 
 
+def p95_bound(results: dict[str, Any]) -> float | None:
+    """The acceptance's final-lag p95 bound, 2 s + 2 t_enc of the run (None: no cost model)."""
+    t_enc = _get(results, "costs", "t_enc")
+    return 2.0 + 2 * t_enc if isinstance(t_enc, (int, float)) else None
+
+
 def overload_held(rows: Sequence[dict[str, Any]] | None, attempted: float) -> tuple[Any, str]:
-    """At the first N >= `attempted` streams: were some refused, and did the admitted ones
-    keep real time within the lag bound (given as `p95_limit` by the caller's row check)?
-    Returns (the row, a note); the row is None when no N that large was tried."""
+    """The capacity row of the first N >= `attempted` streams, and a note of how many were
+    admitted and refused; the row is None when no N that large was tried."""
     rows = [r for r in (rows or []) if isinstance(r, dict) and r.get("n", 0) >= attempted]
     if not rows:
         return None, f"no N >= {attempted:g} tried"
@@ -82,7 +87,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     capacity_b = _get(results, "costs", "B")
     t = t_enc if isinstance(t_enc, (int, float)) else None
     tried = max((r["n"] for r in cap), default=None) if isinstance(cap, list) else None
-    p95_bound = 2.0 + 2 * t if t is not None else None
+    bound = p95_bound(results)
 
     def relative(value: Any, base: float, per_t: float) -> tuple[Any, str, float | None]:
         """A lag at most `base` + `per_t` t_enc."""
@@ -108,7 +113,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("long session: last-minute / first-minute final lag p50", drift, "<=", 1.20,
          f"{first} s then {last} s")
     )  # fmt: skip
-    streams = max_realtime_streams(cap, p95_bound) if p95_bound is not None else None
+    streams = max_realtime_streams(cap, bound) if bound is not None else None
     items.append(
         (
             "real-time streams at final lag p95 <= 2 s + 2 t_enc",
@@ -120,10 +125,10 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     held: Any = None
     note = "needs the cost model"
-    if isinstance(capacity_b, (int, float)) and p95_bound is not None:
+    if isinstance(capacity_b, (int, float)) and bound is not None:
         row, note = overload_held(cap, 2 * capacity_b)
         if row is not None:
-            held = int(row.get("refused", 0) > 0 and _row_kept(row, p95_bound))
+            held = int(row.get("refused", 0) > 0 and _row_kept(row, bound))
     items.append(("at 2 B streams: the rest refused, the admitted kept (1 = yes)", held, "==", 1,
                   note))  # fmt: skip
     for kind in NOISES:
@@ -255,8 +260,7 @@ def markdown(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
             for n in names
         ],
     )
-    t_enc = _get(results, "costs", "t_enc")
-    bound = 2.0 + 2 * t_enc if isinstance(t_enc, (int, float)) else 2.0
+    bound = p95_bound(results) or 2.0
     row(
         f"real-time streams at final lag p95 <= {bound:.2f} s (2 s + 2 t_enc)",
         [str(max_realtime_streams(systems[n].get("capacity"), bound)) for n in names],
