@@ -251,6 +251,14 @@ def build_parser() -> Parser:
         "address; set it on an endpoint open to the public",
     )
     n.add_argument(
+        "--max-backlog",
+        type=_ranged(float, 0.0, 3600.0),
+        default=float(_env("MAX_BACKLOG", 30.0)),
+        help="seconds of a session's audio that may wait to be decoded; beyond it the server "
+        "stops reading from that client until it catches up (TCP slows the sender; nothing "
+        "is dropped); 0: no limit",
+    )
+    n.add_argument(
         "--idle-timeout",
         type=_ranged(float, 0.0, 86400.0),
         default=float(_env("IDLE_TIMEOUT", 300.0)),
@@ -427,6 +435,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         keyfile=args.keyfile,
         max_sessions=args.max_sessions,
         idle_timeout_s=args.idle_timeout,
+        max_backlog_s=args.max_backlog,
         max_sessions_per_address=args.max_sessions_per_address,
         max_lag_s=args.max_lag,
         api_keys=list(args.api_key),

@@ -115,7 +115,14 @@ def _connect(url: str, context: ssl.SSLContext | None) -> Any:
     from websockets.sync.client import connect
 
     try:
-        return connect(url, ssl=context, max_size=None, open_timeout=30, close_timeout=5)
+        # No keepalive pings from this side (the server pings): a stream sent faster than the
+        # server transcribes is slowed by the server not reading (--max-backlog), so a ping
+        # waits behind the audio sent before it. With a round trip longer than the interval,
+        # websockets' keepalive pings back to back (924,041 pings in 3 min on the 13.3-min
+        # file, then the connection was lost); with a timeout, it would close a healthy stream.
+        return connect(
+            url, ssl=context, max_size=None, open_timeout=30, close_timeout=5, ping_interval=None
+        )
     except InvalidURI as exc:
         raise UsageError(f"--url: {exc}") from None
     except (OSError, TimeoutError, InvalidHandshake, ssl.SSLError, EOFError) as exc:
@@ -223,7 +230,9 @@ def stream_file(path: Path, samples: Any, options: Options, printer: Printer) ->
                 elif kind == "final":
                     printer.line(str(event.get("text", "")))
                 elif kind == "error":
-                    ok = False
+                    # OVERLOADED mid-stream is news, not a failure: the server slows the
+                    # sender or decodes again later, and drops nothing.
+                    ok = ok and event.get("code") == "OVERLOADED"
                     printer.error(f"{path}: {event.get('code')}: {event.get('message')}")
                 elif kind == "end":
                     ended = True

@@ -244,6 +244,13 @@ class Policy:
         return self._ended
 
     @property
+    def backlog_s(self) -> float:
+        """Seconds of audio received that no decode has covered yet (silence is not kept,
+        so it does not count)."""
+        covered = max(self._last_request_end, self._audio.start)
+        return max(0, self._total - covered) / SAMPLE_RATE
+
+    @property
     def busy(self) -> bool:
         return self._in_flight is not None
 

@@ -118,6 +118,7 @@ class App:
             default_language="en" if not engine.multilingual else settings.language,
             default_task="translate" if settings.translate else "transcribe",
             max_message_bytes=settings.max_message_bytes,
+            max_backlog_s=settings.max_backlog_s,
             forwarder=forwarder,
             load=self.load,
         )
@@ -274,6 +275,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         try:
             await session.open()
             while True:
+                await session.room_for_audio()
                 message = await receive_or_idle(ws, session)
                 if message is None:  # idle: the client is told, the slot is freed
                     await session.send_error(
@@ -346,6 +348,11 @@ def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None
         ssl_certfile=settings.certfile,
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
+        # Pings keep NAT paths open, but a missing pong does not close the connection: the
+        # server stops reading a client that sends faster than it transcribes (--max-backlog),
+        # and the pong waits behind that audio. A peer that is gone is closed by the idle
+        # timeout instead.
+        ws_ping_timeout=None,
     )
     for name in ("uvicorn.error", "uvicorn.access"):  # configured by uvicorn.Config above
         logging.getLogger(name).addFilter(RedactSecrets())

@@ -63,6 +63,7 @@ class Services:
     forwarder: Forwarder | None = None
     forward_wait_s: float = 30.0  # on `end`, how long the backend's reply may take
     load: LoadMonitor | None = None  # sets the cadence; None: always the policy's step
+    max_backlog_s: float = 30.0  # undecoded audio before reading pauses; 0: no limit
 
 
 class AudioPipeline:
@@ -161,6 +162,8 @@ class Session:
         self._pipeline: AudioPipeline | None = None
         self._clips: ClipQueue | None = None  # made on the session's first `audio` message
         self._decoding: asyncio.Task[None] | None = None
+        self._decoded = asyncio.Event()  # set after each decode (for a paused reader)
+        self._told_backlog = False
         self._failures = 0  # decodes failed in a row
         self._final_failures = 0  # of them, tries of a region's last window
         self._closed = False
@@ -329,6 +332,7 @@ class Session:
             self._failures = self._final_failures = 0
             self.policy.apply(request, hypothesis)
         self._decoding = None
+        self._decoded.set()
         self._pump()
 
     async def _decode_failed(self, request: DecodeRequest, exc: Exception) -> None:
@@ -384,6 +388,30 @@ class Session:
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message behind everything the session said before (callback form)."""
         self._enqueue(message)
+
+    async def room_for_audio(self) -> None:
+        """Return when the session may read its next frame: at once, unless more than
+        `max_backlog_s` of its audio waits to be decoded. Then the server stops reading until
+        half of that waits, so a client that sends faster than the server transcribes is
+        slowed by TCP itself; it is told once, and nothing it sent is dropped."""
+        limit = self.services.max_backlog_s
+        if limit <= 0 or self.policy.backlog_s <= limit:
+            return
+        # Paused, reading resumes at half the limit: then many frames are read at once, and
+        # a ping the client sent behind its audio is answered within seconds.
+        while not self._closed and self.policy.backlog_s > limit / 2:
+            if not self._told_backlog:
+                self._told_backlog = True
+                await self.send_error(
+                    proto.OVERLOADED,
+                    f"audio arrives faster than it is transcribed: reading pauses while more "
+                    f"than {limit:g} s of it waits (the server's --max-backlog); nothing is "
+                    "dropped",
+                )
+            self._decoded.clear()
+            self._pump()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._decoded.wait(), 1.0)
 
     @property
     def in_hand(self) -> bool:

@@ -30,6 +30,7 @@ class Settings:
     max_message_mb: float = 128.0
     max_sessions: int = 64
     max_sessions_per_address: int = 0  # 0: no limit (a gateway may carry many streams)
+    max_backlog_s: float = 30.0  # a session's undecoded audio before reading pauses; 0: none
     idle_timeout_s: float = 300.0  # a session sending nothing, with nothing in hand; 0: never
     max_lag_s: float = 0.0  # admission: final-word lag kept for admitted streams; 0: auto
     api_keys: list[str] = field(default_factory=list)  # empty: no authentication

@@ -455,3 +455,17 @@ def test_a_stalled_unsure_word_is_settled_by_a_thorough_decode(stall_s: float) -
         assert "commit" not in fake.kinds
     policy.finish()
     assert finals_text(events + drain(policy, fake)) == " ".join(words)
+
+
+def test_backlog_counts_speech_no_decode_has_covered_and_no_silence() -> None:
+    words = script(["one", "two", "three", "four", "five", "six"], 3.5, per_word=0.8)
+    policy, fake = Policy(), FakeWhisper(words)
+    run(policy, fake, 3.0, [], finish=False)  # silence is not kept, so it is no backlog
+    assert policy.backlog_s <= 0.5  # only the pad kept before speech might start
+    probs = vad_probs(6.0, [(0.0, 6.0)])  # six seconds of speech arrive at once
+    policy.feed(np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32), probs)
+    assert 6.0 <= policy.backlog_s <= 6.5  # received (with the speech pad), not decoded yet
+    request = policy.next_request()
+    assert request is not None and policy.backlog_s < 0.5  # a request covers all of it
+    policy.release(request)  # a decode that gave nothing: the audio is owed again
+    assert policy.backlog_s >= 5.0
