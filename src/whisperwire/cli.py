@@ -266,6 +266,20 @@ def build_parser() -> Parser:
         "nothing of it in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never",
     )
     n.add_argument(
+        "--write-timeout",
+        type=_ranged(float, 0.0, 86400.0),
+        default=float(_env("WRITE_TIMEOUT", 60.0)),
+        help="seconds one message to a client may wait to be sent: a client that stops "
+        "reading is closed (1008) and its slot freed; 0: never",
+    )
+    n.add_argument(
+        "--handshake-timeout",
+        type=_ranged(float, 0.0, 3600.0),
+        default=float(_env("HANDSHAKE_TIMEOUT", 10.0)),
+        help="seconds a new connection may take to send its HTTP request (the WebSocket "
+        "upgrade) before it is dropped; 0: never",
+    )
+    n.add_argument(
         "--max-lag",
         type=_ranged(float, 0.0, 3600.0),
         default=float(_env("MAX_LAG", 0.0)),
@@ -436,6 +450,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_sessions=args.max_sessions,
         idle_timeout_s=args.idle_timeout,
         max_backlog_s=args.max_backlog,
+        write_timeout_s=args.write_timeout,
+        handshake_timeout_s=args.handshake_timeout,
         max_sessions_per_address=args.max_sessions_per_address,
         max_lag_s=args.max_lag,
         api_keys=list(args.api_key),

@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from whisperwire import protocol as proto
 from whisperwire import vad
@@ -27,6 +29,8 @@ from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
 
 log = logging.getLogger("whisperwire.server")
+
+Peer = tuple[str, int]  # a client's address and port
 
 
 class TLSError(Exception):
@@ -119,10 +123,12 @@ class App:
             default_task="translate" if settings.translate else "transcribe",
             max_message_bytes=settings.max_message_bytes,
             max_backlog_s=settings.max_backlog_s,
+            write_timeout_s=settings.write_timeout_s,
             forwarder=forwarder,
             load=self.load,
         )
         self.sessions: dict[str, Session] = {}
+        self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
 
     async def drain(self, timeout: float) -> None:
         """Graceful stop: every session finalises what it has received and closes."""
@@ -268,7 +274,13 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             with contextlib.suppress(Exception):
                 await ws.close(code, reason)
 
-        session = Session(state.services, ws.send_text, close, dict(ws.query_params))
+        def abort() -> None:
+            peer = (ws.client.host, ws.client.port) if ws.client is not None else None
+            transport = state.transports.get(peer) if peer is not None else None
+            if transport is not None:
+                transport.abort()
+
+        session = Session(state.services, ws.send_text, close, dict(ws.query_params), abort)
         state.sessions[session.id] = session
         load.stream_opened(session.id)
         log.info("session %s opened from %s", session.id, ws.client)
@@ -312,6 +324,56 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
     return app
 
 
+def http_protocol(handshake_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, with a bound on how long a new connection may take to send
+    its request: uvicorn waits for it without limit, so sockets that connect and send
+    nothing (or dribble their headers) would pile up until the process runs out of file
+    descriptors."""
+
+    class HandshakeTimeout(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._handshake_timer = (
+                self.loop.call_later(handshake_timeout_s, self._handshake_expired)
+                if handshake_timeout_s > 0
+                else None
+            )
+
+        def _handshake_expired(self) -> None:
+            transport = self.transport
+            # No request yet, and not upgraded (a WebSocket's transport has another protocol).
+            waiting = self.cycle is None and transport.get_protocol() is self
+            if waiting and not transport.is_closing():
+                log.debug("no request within %g s from %s", handshake_timeout_s, self.client)
+                transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            super().connection_lost(exc)
+
+    return HandshakeTimeout
+
+
+def websocket_protocol(transports: dict[Peer, asyncio.Transport]) -> type[asyncio.Protocol]:
+    """uvicorn's WebSocket protocol, keeping each connection's transport by peer address, so
+    a session can drop a client that stops reading: ASGI can only close, and a close frame
+    would wait behind everything that client has not read."""
+
+    class Registered(WebSocketsSansIOProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            if self.client is not None:
+                transports[self.client] = self.transport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.client is not None and transports.get(self.client) is self.transport:
+                del transports[self.client]
+            super().connection_lost(exc)
+
+    return Registered
+
+
 class GracefulServer(uvicorn.Server):
     """On SIGTERM/SIGINT, sessions first finalise the audio they hold (their finals reach
     the client and the forwarder), then uvicorn closes the connections and stops."""
@@ -348,6 +410,11 @@ def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None
         ssl_certfile=settings.certfile,
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
+        http=http_protocol(settings.handshake_timeout_s),
+        ws=websocket_protocol(app.state.whisperwire.transports),
+        # No permessage-deflate: PCM barely compresses, and inflating a small frame into a
+        # huge message would run on the event loop, ahead of every session's audio.
+        ws_per_message_deflate=False,
         # Pings keep NAT paths open, but a missing pong does not close the connection: the
         # server stops reading a client that sends faster than it transcribes (--max-backlog),
         # and the pong waits behind that audio. A peer that is gone is closed by the idle

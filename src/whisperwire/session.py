@@ -64,6 +64,7 @@ class Services:
     forward_wait_s: float = 30.0  # on `end`, how long the backend's reply may take
     load: LoadMonitor | None = None  # sets the cadence; None: always the policy's step
     max_backlog_s: float = 30.0  # undecoded audio before reading pauses; 0: no limit
+    write_timeout_s: float = 60.0  # one message waiting to reach the client; 0: no limit
 
 
 class AudioPipeline:
@@ -141,11 +142,13 @@ class Session:
         send_text: SendText,
         close: Close,
         query: dict[str, str] | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.services = services
         self._send_text = send_text
         self._close = close
+        self._abort = abort  # drops the connection at once (no close frame); None: close
         # One ordered writer: every message leaves through this queue, in the order made.
         self._outbox: deque[Event | dict[str, Any]] = deque()
         self._outbox_ready = asyncio.Event()
@@ -435,9 +438,7 @@ class Session:
                 self._outbox.remove(queued)
         if len(self._outbox) >= MAX_OUTBOX:
             if not self._closed:
-                log.warning("session %s: %d messages unread; closing it", self.id, MAX_OUTBOX)
-                self._closed = True
-                self._spawn(self._close(1008, "the client does not read its messages"))
+                self._drop_client(f"{MAX_OUTBOX} messages unread")
             if not isinstance(item, Final | Flushed | Ended):
                 return  # nobody will read it; what the forwarder needs is kept
         self._outbox.append(item)
@@ -469,6 +470,16 @@ class Session:
         self._closed = True
         self._ended.set()
 
+    def _drop_client(self, why: str) -> None:
+        """The client does not read: drop its connection. A close frame would wait behind
+        what it has not read, for ever; the session's finals still reach the forwarder."""
+        log.warning("session %s: %s; dropping the connection", self.id, why)
+        self._closed = True
+        if self._abort is not None:
+            self._abort()
+        else:
+            self._spawn(self._close(1008, "the client does not read its messages"))
+
     async def _deliver(self, item: Event | dict[str, Any], transmit: bool = True) -> None:
         try:
             if isinstance(item, dict):
@@ -492,8 +503,11 @@ class Session:
         frame = self.codec.encode(message)
         if frame is None or self._closed:
             return
+        limit = self.services.write_timeout_s or None
         try:
-            await self._send_text(frame)
+            await asyncio.wait_for(self._send_text(frame), limit)
+        except asyncio.TimeoutError:  # the client stopped reading: free its slot
+            self._drop_client(f"a message waited {limit:g} s to be sent")
         except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
             self._closed = True
 

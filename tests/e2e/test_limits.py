@@ -1,10 +1,17 @@
-"""Limits that keep one client from holding a slot for ever: the idle timeout (issue 12)."""
+"""Limits that keep one client from holding a slot for ever: the idle, write and handshake
+timeouts, per-address limits (issue 12)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 from support import (
@@ -15,10 +22,12 @@ from support import (
     recv_json,
     session,
     start_server,
+    stream,
     transcripts,
     wer,
 )
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 IDLE_S = 1.5
 
@@ -92,5 +101,54 @@ def test_sessions_per_address_and_failed_keys_are_limited(tmp_path) -> None:  # 
             refused = recv_json(ws)
             assert refused["code"] == "UNAUTHORIZED" and "too many failed" in refused["message"]
             assert refused["retry_after"] > 0
+    finally:
+        srv.stop()
+
+
+def stamp(text: str) -> float:
+    """A log line's time (`2026-12-02 01:45:52,586`) in seconds."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def health(srv: Server) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health", timeout=10) as reply:
+        return json.load(reply)
+
+
+def test_slow_handshakes_and_a_client_that_stops_reading_are_dropped(tmp_path: Path) -> None:
+    """200 sockets that never finish their request, and a client that sends but never reads,
+    are closed within their timeouts, while a normal session connects and transcribes."""
+    srv = start_server(tmp_path, "--handshake-timeout", "2", "--write-timeout", "2")
+    try:
+        port = srv.port
+        raw = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(200)]
+        for i, sock in enumerate(raw[::2]):  # half dribble a request line, half send nothing
+            sock.sendall(f"GET /?n={i} HTTP/1.1\r\nHost: x\r\n".encode())
+        deaf = socket.socket()  # a small receive window from the start: its buffers fill
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.connect(("127.0.0.1", port))
+        with connect(srv.url, sock=deaf, max_queue=1, open_timeout=30, ping_interval=None) as ws:
+            opened = time.monotonic()
+            samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+            normal = stream(srv.url, samples)  # meanwhile, a session as usual
+            assert wer([transcripts("jfk")["jfk.flac"]], [normal.text]) <= 0.1, normal.text
+            with contextlib.suppress(ConnectionClosed, OSError):  # a status report, unread
+                while time.monotonic() - opened < 120 and health(srv)["sessions"]:
+                    for _ in range(100):
+                        ws.send(json.dumps({"type": "status"}))
+                    time.sleep(0.1)
+        assert health(srv)["sessions"] == 0, "the deaf client still holds its slot"
+        # How soon the client's buffers fill depends on the kernel; from the first send that
+        # blocks, the server waits --write-timeout (2 s), then drops the connection.
+        log = srv.output()
+        blocked = re.search(r"^(\S+ \S+) WARNING .*; dropping the connection$", log, re.M)
+        closed = re.findall(r"^(\S+ \S+) INFO .* closed$", log, re.M)
+        assert blocked is not None, "the server never dropped the deaf client"
+        waited = stamp(closed[-1]) - stamp(blocked[1])
+        assert 0 <= waited < 2, waited
+        for sock in raw:  # the server hung up on each: reading gives EOF (or a reset)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""
+            sock.close()
     finally:
         srv.stop()

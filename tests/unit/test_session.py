@@ -169,3 +169,52 @@ def test_a_window_that_never_decodes_is_reported_by_its_time_span(
     assert "after 3 attempts" in lost[0]["message"] and " s to " in lost[0]["message"]
     assert finals(messages) == ""
     assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
+
+
+@pytest.mark.parametrize("can_abort", [True, False])
+def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(can_abort: bool) -> None:
+    """A send that never completes (the client's buffers are full) drops the connection once
+    `write_timeout_s` passes (or closes it with 1008 where the transport cannot be dropped);
+    nothing after it waits on that client."""
+    events: list[tuple[str, float]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def send_text(frame: str) -> None:
+            events.append(("send", loop.time() - started))
+            await asyncio.Event().wait()  # never returns: nobody reads
+
+        async def close(code: int, reason: str) -> None:
+            events.append((f"close {code} {reason}", loop.time() - started))
+
+        scheduler = Scheduler(workers=1)
+        services = Services(
+            engine=ScriptedEngine(FakeWhisper([]), lambda r, c: False),  # type: ignore[arg-type]
+            scheduler=scheduler,
+            policy_config=PolicyConfig(),
+            default_language="en",
+            default_task="transcribe",
+            max_message_bytes=1 << 20,
+            write_timeout_s=0.2,
+        )
+
+        def abort() -> None:
+            events.append(("abort", loop.time() - started))
+
+        session = Session(services, send_text, close, abort=abort if can_abort else None)
+        await session.open()  # its greeting is the send that hangs
+        for _ in range(3):
+            await session.receive_text(json.dumps({"type": "ping"}))
+        await asyncio.sleep(0.6)
+        await session.closed()
+        scheduler.close()
+
+    asyncio.run(main())
+    sends = [at for what, at in events if what == "send"]
+    ends = [(what, at) for what, at in events if what != "send"]
+    assert len(sends) == 1, "after the timeout nothing more is sent to that client"
+    expected = "abort" if can_abort else "close 1008 the client does not read its messages"
+    assert len(ends) == 1 and ends[0][0] == expected
+    assert 0.2 <= ends[0][1] < 0.4
