@@ -64,7 +64,8 @@ def _frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     raw = frame.to_ndarray()
     if not frame.format.is_planar:  # interleaved: one row of samples * channels
         raw = raw.reshape(-1, channels).T
-    samples = raw.astype(np.float32)
+    with np.errstate(over="ignore"):  # a double beyond float32's range is inf, then clipped
+        samples = raw.astype(np.float32)
     if name == "u8":
         samples -= 128.0
     if name in _FULL_SCALE:
@@ -117,7 +118,8 @@ def decode_file(data: bytes, max_seconds: float | None = None) -> np.ndarray:
                     if max_seconds is not None and total > max_seconds * SAMPLE_RATE:
                         raise AudioTooLong(
                             f"the audio is longer than the server's limit of "
-                            f"{max_seconds / 3600:g} h; split it into shorter clips"
+                            f"{max_seconds / 3600:.3g} h (--max-clip-seconds); split it into "
+                            "shorter clips"
                         )
         except av.FFmpegError as exc:
             if not total:

@@ -266,6 +266,21 @@ def build_parser() -> Parser:
         "nothing of it in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never",
     )
     n.add_argument(
+        "--max-memory-mb",
+        type=_ranged(float, 0.0, 1e9),
+        default=float(_env("MAX_MEMORY_MB", 0.0)),
+        help="resident memory (MB) beyond which new sessions and clips are refused with "
+        "OVERLOADED, and a clip is decoded only as far as the memory left allows; 0: 80%% of "
+        "the machine's memory",
+    )
+    n.add_argument(
+        "--max-clip-seconds",
+        type=_ranged(float, 1.0, 86400.0),
+        default=float(_env("MAX_CLIP_SECONDS", 7200.0)),
+        help="longest audio a clip may decode to (MESSAGE_TOO_BIG beyond it); an hour takes "
+        "230 MB while it is transcribed",
+    )
+    n.add_argument(
         "--write-timeout",
         type=_ranged(float, 0.0, 86400.0),
         default=float(_env("WRITE_TIMEOUT", 60.0)),
@@ -450,6 +465,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_sessions=args.max_sessions,
         idle_timeout_s=args.idle_timeout,
         max_backlog_s=args.max_backlog,
+        max_memory_mb=args.max_memory_mb,
+        max_clip_s=args.max_clip_seconds,
         write_timeout_s=args.write_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_sessions_per_address=args.max_sessions_per_address,

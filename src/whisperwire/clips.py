@@ -7,6 +7,11 @@ no word is lost or doubled at a seam. The segment generator is advanced one step
 job, so a long clip takes one window, then every other session gets its turn; the event loop
 only ever awaits.
 
+Two departures from offline decoding keep any clip within bounds: the audio is transcribed in
+pieces of at most 3 minutes, cut at the quietest moment near each piece's end (Whisper's
+features of a whole hour would take ~3 GB at once; on the 13.3-minute test file the WER went
+from 11.01 % to 11.27 %), and a piece in which Silero hears no speech is not decoded.
+
 Per session, clips run one at a time in the order they arrived. Every accepted clip gets
 `state processing` at once, progress while it runs, then `transcription` or an `error`, and
 always `state ready` last.
@@ -30,14 +35,20 @@ import numpy as np
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, AudioTooLong, decode_file
 from whisperwire.engine import Engine
+from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
 from whisperwire.scheduler import Overloaded, Scheduler
 
 log = logging.getLogger("whisperwire.clips")
 
-MAX_CLIP_SECONDS = 4 * 3600.0  # decoded audio beyond this is refused (memory: ~1 GB float32)
+MAX_CLIP_SECONDS = 2 * 3600.0  # decoded audio beyond this is refused (460 MB of float32)
 MAX_QUEUED_CLIPS = 8  # per session, waiting behind the one that runs
 FRAMES_PER_SECOND = 100  # Whisper's mel frames: a segment's `seek` counts these
+# A clip is transcribed in pieces of at most PIECE_S, each cut at the quietest tenth of a
+# second in its last SEAM_SEARCH_S: Whisper's features of a whole clip cost ~50 MB per minute
+# of audio at once (an hour of audio: ~3 GB); a piece of 3 min ~170 MB, whatever its length.
+PIECE_S = 180.0
+SEAM_SEARCH_S = 20.0
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -109,14 +120,31 @@ def _round(x: float) -> float:
     return round(float(x), 3)
 
 
-def _segment(segment: Any) -> dict[str, Any]:
-    """A faster-whisper segment -> the `transcription` message's segment; `window` is where the
-    30 s window that decoded it starts, so seams are visible."""
+def pieces(samples: np.ndarray, piece_s: float = PIECE_S) -> list[tuple[int, int]]:
+    """(start, end) sample ranges covering `samples`, each at most `piece_s` long, cut at the
+    quietest 0.1 s in the last `SEAM_SEARCH_S` of a piece: between words, where one can."""
+    size, frame = int(piece_s * SAMPLE_RATE), SAMPLE_RATE // 10
+    search = min(int(SEAM_SEARCH_S * SAMPLE_RATE), size // 2) // frame * frame
+    out, start = [], 0
+    while len(samples) - start > size:
+        low = start + size - search
+        tail = samples[low : low + search].reshape(-1, frame)
+        cut = low + int(np.argmin(np.square(tail).mean(axis=1))) * frame + frame // 2
+        out.append((start, cut))
+        start = cut
+    out.append((start, len(samples)))
+    return out
+
+
+def _segment(segment: Any, offset: float) -> dict[str, Any]:
+    """A faster-whisper segment of a piece starting at `offset` seconds -> the `transcription`
+    message's segment; `window` is where the 30 s window that decoded it starts, so seams
+    are visible."""
     return {
-        "start": _round(segment.start),
-        "end": _round(segment.end),
+        "start": _round(segment.start + offset),
+        "end": _round(segment.end + offset),
         "text": segment.text.strip(),
-        "window": _round(segment.seek / FRAMES_PER_SECOND),
+        "window": _round(segment.seek / FRAMES_PER_SECOND + offset),
     }
 
 
@@ -131,6 +159,8 @@ class ClipQueue:
         send: Send,
         closed: Callable[[], bool],
         load: LoadMonitor | None = None,
+        memory: MemoryBudget | None = None,
+        max_clip_s: float = MAX_CLIP_SECONDS,
     ) -> None:
         self.key = key  # the scheduler's fairness key: the session id
         self.engine = engine
@@ -138,6 +168,8 @@ class ClipQueue:
         self._send = send
         self._closed = closed
         self._monitor = load  # a clip being transcribed keeps a worker busy
+        self._memory = memory
+        self._max_clip_s = max_clip_s
         self._waiting: deque[ClipJob] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._current: ClipJob | None = None
@@ -157,6 +189,17 @@ class ClipQueue:
     async def submit(self, clip: proto.ClipAudio, config: proto.StreamConfig) -> None:
         """Accept a clip (answered with `state processing` at once) and return; it runs later."""
         audio_id = clip.audio_id or str(uuid.uuid4())
+        if self._memory is not None and self._memory.over():
+            await self._send(
+                proto.error_event(
+                    proto.OVERLOADED,
+                    "the server is at its memory budget (--max-memory-mb); retry the clip later",
+                    audio_id=audio_id,
+                    retry_after=10.0,
+                )
+            )
+            await self._ready(audio_id)
+            return
         if len(self._waiting) >= MAX_QUEUED_CLIPS:
             await self._send(
                 proto.error_event(
@@ -224,9 +267,17 @@ class ClipQueue:
         await self._ready(job.audio_id)
 
     async def _load(self, job: ClipJob) -> np.ndarray:
+        limit = self._max_clip_s
+        room = self._memory.clip_seconds() if self._memory is not None else limit
         try:
-            return await asyncio.to_thread(load_clip, job.audio_data)
-        except ClipError:
+            return await asyncio.to_thread(load_clip, job.audio_data, min(limit, room))
+        except ClipError as exc:
+            if exc.code == proto.MESSAGE_TOO_BIG and room < limit:
+                raise ClipError(
+                    proto.OVERLOADED,
+                    f"the server has memory for {room / 60:.0f} min of decoded audio now (its "
+                    "--max-memory-mb); retry later, or send the audio in shorter clips",
+                ) from None
             raise
         except Exception as exc:  # e.g. MemoryError: the server's fault, not the clip's
             ref = proto.incident()
@@ -240,40 +291,54 @@ class ClipQueue:
             ) from exc
 
     async def _segments(self, job: ClipJob, samples: np.ndarray) -> dict[str, Any] | None:
-        """Step Whisper's seek one scheduler job at a time; None if the session closed."""
+        """Step Whisper's seek one scheduler job at a time, piece by piece; None if the
+        session closed. The language found in the first piece holds for the rest."""
         duration = len(samples) / SAMPLE_RATE
         engine = self.engine
-        segments_it, info = await self.scheduler.run(
-            self.key, lambda: engine.transcribe_file(samples, job.language, job.task)
-        )
-        it: Iterator[Any] = iter(segments_it)
-        segments: list[Any] = []
-        window = None
-        while True:
-            if self._closed():
-                return None
-            segment = await self.scheduler.run(self.key, lambda: next(it, None))
-            if segment is None:
-                break
-            segments.append(segment)
-            if segment.seek != window:  # the first segment of a new 30 s window
-                window = segment.seek
-                self._progress = min(1.0, segment.end / duration) if duration else 1.0
-                await self._send(
-                    {
-                        "type": "state",
-                        "state": "processing",
-                        "audio_id": job.audio_id,
-                        "progress": _round(self._progress),
-                    }
-                )
+        language: str | None = job.language
+        segments: list[dict[str, Any]] = []
+        text = ""  # Whisper's segment texts carry their own leading spaces (or none: CJK)
+        for start, end in pieces(samples):
+            piece, offset = samples[start:end], start / SAMPLE_RATE
+            # Whisper invents words on silence and noise ("You You You..."): a piece in
+            # which Silero hears no speech is not decoded.
+            if not await self.scheduler.run(self.key, lambda p=piece: engine.has_speech(p)):
+                continue
+            segments_it, info = await self.scheduler.run(
+                self.key,
+                lambda piece=piece, language=language: engine.transcribe_file(
+                    piece, language, job.task
+                ),
+            )
+            language = info.language
+            it: Iterator[Any] = iter(segments_it)
+            window = None
+            while True:
+                if self._closed():
+                    return None
+                segment = await self.scheduler.run(self.key, lambda it=it: next(it, None))
+                if segment is None:
+                    break
+                segments.append(_segment(segment, offset))
+                text += segment.text
+                if segment.seek != window:  # the first segment of a new 30 s window
+                    window = segment.seek
+                    self._progress = min(1.0, (segment.end + offset) / duration)
+                    await self._send(
+                        {
+                            "type": "state",
+                            "state": "processing",
+                            "audio_id": job.audio_id,
+                            "progress": _round(self._progress),
+                        }
+                    )
         return {
             "type": "transcription",
-            "transcription": "".join(s.text for s in segments).strip(),
+            "transcription": text.strip(),
             "audio_id": job.audio_id,
-            "language": info.language,
+            "language": None if language == "auto" else language,  # "auto": nothing heard
             "duration": _round(duration),
-            "segments": [_segment(s) for s in segments],
+            "segments": segments,
         }
 
     async def _ready(self, audio_id: str) -> None:

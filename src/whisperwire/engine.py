@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from whisperwire import vad
 from whisperwire.policy import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
 
 log = logging.getLogger("whisperwire.engine")
@@ -297,6 +298,10 @@ class Engine:
             for w in (segment.words or [])
         ]
         return Hypothesis(words, info.language)
+
+    def has_speech(self, audio: np.ndarray) -> bool:
+        """Does Silero hear any speech in `audio`? Clips skip the pieces that hold none."""
+        return vad.has_speech(audio)
 
     def transcribe_file(
         self, audio: np.ndarray, language: str | None, task: str

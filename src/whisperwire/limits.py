@@ -1,12 +1,14 @@
-"""Sans-I/O limits per client address: failed authentication, and sessions at once.
+"""Sans-I/O limits: per client address (failed authentication, sessions at once), and the
+process's memory budget.
 
-No sockets and no clock of its own: the server passes the address and the time, so all of it
-is tested with a fake clock. Every table is bounded.
+No sockets and no clock of its own: the server passes the address and the time, and the
+memory reading is injected, so all of it is tested with fakes. Every table is bounded.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_ADDRESSES = 10_000  # addresses remembered for failed attempts; the oldest go first
@@ -65,3 +67,29 @@ class PerAddress:
             self._open[address] = left
         else:
             self._open.pop(address, None)
+
+
+# A decoded clip: float32 at 16 kHz, briefly twice (its parts, then joined), and a third for
+# what the allocator keeps: a 1.5 h clip counted twice took a 1.2 GB budget to 1.216 GB.
+CLIP_BYTES_PER_S = 3 * 4 * 16000
+PIECE_RESERVE = 256 << 20  # Whisper's features of one clip piece (3 min: ~170 MB), and slack
+
+
+@dataclass
+class MemoryBudget:
+    """New work is refused while the process's resident memory is over `limit` bytes, and a
+    clip is decoded only as far as the memory left allows."""
+
+    limit: int  # bytes
+    rss: Callable[[], int]  # the process's resident memory now, in bytes
+
+    def over(self) -> bool:
+        return self.rss() >= self.limit
+
+    def clip_seconds(self) -> float:
+        """How much audio one clip may decode to now, keeping the process under the limit."""
+        left = self.limit - self.rss() - PIECE_RESERVE
+        return max(0.0, left / CLIP_BYTES_PER_S)
+
+    def status(self) -> dict[str, float]:
+        return {"rss_mb": round(self.rss() / 2**20, 1), "budget_mb": round(self.limit / 2**20, 1)}

@@ -217,8 +217,11 @@ class Codec:
         return AudioFrame(data, self.config.encoding, self.config.sample_rate)
 
     def receive_text(self, text: str) -> ClientMessage:
-        if len(text) > self.max_message_bytes:
-            raise ProtocolError(MESSAGE_TOO_BIG, self._too_big(len(text)))
+        # The limit is in bytes as sent (UTF-8): up to 4 per character.
+        if len(text) * 4 > self.max_message_bytes:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > self.max_message_bytes:
+                raise ProtocolError(MESSAGE_TOO_BIG, self._too_big(size))
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -279,12 +282,15 @@ class Codec:
             return self._parse_clip(obj)
         except ProtocolError as exc:
             audio_id = obj.get("audio_id")
-            exc.clip = str(audio_id)[:MAX_ID_CHARS] if isinstance(audio_id, (str, int)) else ""
+            named = isinstance(audio_id, (str, int)) and not isinstance(audio_id, bool)
+            exc.clip = str(audio_id)[:MAX_ID_CHARS] if named else ""
             raise
 
     def _parse_clip(self, obj: dict[str, Any]) -> ClipAudio:
         audio_id = obj.get("audio_id")
-        if audio_id is not None and not isinstance(audio_id, (str, int)):
+        if audio_id is not None and (
+            not isinstance(audio_id, (str, int)) or isinstance(audio_id, bool)
+        ):
             raise ProtocolError(INVALID_MESSAGE, "audio: 'audio_id' must be a string")
         if audio_id is not None and len(str(audio_id)) > MAX_ID_CHARS:
             raise ProtocolError(

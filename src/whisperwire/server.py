@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
 
+import psutil
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -22,7 +23,7 @@ from whisperwire import protocol as proto
 from whisperwire import vad
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
-from whisperwire.limits import AuthThrottle, PerAddress
+from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
@@ -115,6 +116,9 @@ class App:
             decodes_per_commit=1 if settings.policy.commit == "one-pass" else 2,
             commit_guard_s=settings.policy.guard_s if settings.policy.commit == "one-pass" else 0,
         )
+        process = psutil.Process()
+        limit_mb = settings.max_memory_mb or 0.8 * psutil.virtual_memory().total / 2**20
+        self.memory = MemoryBudget(int(limit_mb * 2**20), lambda: process.memory_info().rss)
         self.services = Services(
             engine=engine,
             scheduler=self.scheduler,
@@ -124,6 +128,8 @@ class App:
             max_message_bytes=settings.max_message_bytes,
             max_backlog_s=settings.max_backlog_s,
             write_timeout_s=settings.write_timeout_s,
+            memory=self.memory,
+            max_clip_s=settings.max_clip_s,
             forwarder=forwarder,
             load=self.load,
         )
@@ -205,6 +211,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 "batches_run": state.scheduler.batches_run,
             },
             "load": state.load.status(),
+            "memory": state.memory.status(),
         }
 
     async def refuse(ws: WebSocket, code: str, message: str, close_code: int, **extra: Any) -> None:
@@ -246,6 +253,10 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         if len(state.sessions) >= settings.max_sessions:
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
             await refuse(ws, proto.OVERLOADED, message, 1013)
+            return
+        if state.memory.over():
+            message = "the server is at its memory budget (--max-memory-mb); retry later"
+            await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=10.0)
             return
         if not per_address.admit(address):
             message = (

@@ -20,9 +20,10 @@ import numpy as np
 
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
-from whisperwire.clips import ClipQueue
+from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
 from whisperwire.policy import (
     DecodeRequest,
@@ -65,6 +66,8 @@ class Services:
     load: LoadMonitor | None = None  # sets the cadence; None: always the policy's step
     max_backlog_s: float = 30.0  # undecoded audio before reading pauses; 0: no limit
     write_timeout_s: float = 60.0  # one message waiting to reach the client; 0: no limit
+    memory: MemoryBudget | None = None  # None: no budget
+    max_clip_s: float = MAX_CLIP_SECONDS
 
 
 class AudioPipeline:
@@ -523,5 +526,7 @@ class Session:
                 self.send,
                 lambda: self._closed,
                 services.load,
+                services.memory,
+                services.max_clip_s,
             )
         return self._clips

@@ -65,3 +65,11 @@ class StreamingVad:
         # The model is recurrent over the batch axis: it carries h/c from row to row.
         probs, self._h, self._c = _session().run(None, {"input": batch, "h": self._h, "c": self._c})
         return np.asarray(probs, dtype=np.float32).reshape(-1)[:n]
+
+
+def has_speech(samples: np.ndarray) -> bool:
+    """Does Silero hear any speech in this audio? faster-whisper's whole-file VAD with its
+    defaults (0.4 s per 3 min of audio here). Blocking: call it from a worker."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return bool(get_speech_timestamps(samples, VadOptions()))

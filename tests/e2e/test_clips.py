@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+import urllib.request
 import wave
 from collections import Counter
 from collections.abc import Iterator
@@ -403,3 +404,95 @@ def test_the_default_limit_takes_a_30_minute_flac(server: Server) -> None:
         assert error["code"] == "UNSUPPORTED_FORMAT", "parsed, not too big"
         assert recv_json(ws)["state"] == "ready"  # the refused clip's client is not left waiting
         ping_works(ws)
+
+
+# --------------------------------------------------------------------------- bombs
+
+
+def flac_silence(seconds: float, rate: int = 8000) -> bytes:
+    """A FLAC of digital silence: ~0.65 MB per hour at 8 kHz, built ten seconds at a time."""
+    import av
+
+    out = io.BytesIO()
+    block = np.zeros((1, rate * 10), np.int16)
+    with av.open(out, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        for i in range(int(seconds // 10)):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.rate, frame.pts = rate, i * rate * 10
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def test_flac_bombs_stay_within_the_memory_budget_beside_a_live_stream(tmp_path) -> None:  # noqa: ANN001
+    """FLACs of hours of silence, 1 MB each: the server's memory stays under its budget (the
+    clip is refused when its audio would not fit, or transcribed to nothing), and a live
+    stream beside them gets its words."""
+    budget_mb = 1200
+    srv = start_server(tmp_path, "--max-memory-mb", str(budget_mb), "--max-clip-seconds", "7200")
+    url = f"http://127.0.0.1:{srv.port}/health"
+    peak = [0.0]
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:
+        while running.is_set():
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                peak[0] = max(peak[0], json.load(reply)["memory"]["rss_mb"])
+            time.sleep(0.1)
+
+    try:
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        bombs = {
+            name: flac_silence(s) for name, s in [("20 min", 1200), ("1.5 h", 5400), ("3 h", 10800)]
+        }
+        answers: dict[str, dict[str, Any]] = {}
+        jfk = load_audio(audio_root() / "jfk" / "jfk.flac")
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+        live = threading.Thread(target=live_stream, args=(srv.url, jfk, arrivals))
+        with session(srv.url) as ws:
+            recv_json(ws)
+            live.start()
+            for name, data in bombs.items():
+                assert len(data) <= 2_100_000, len(data)
+                ws.send(audio_message(data, name))
+                got = replies(ws, name)
+                answers[name] = got[-2]
+                assert got[-1] == {**got[-1], "state": "ready", "audio_id": name}
+            ping_works(ws)
+        live.join()
+        running.clear()
+        watcher.join()
+    finally:
+        srv.stop()
+    said = {k: v.get("code") or repr(v.get("transcription")) for k, v in answers.items()}
+    print(f"peak RSS {peak[0]:.0f} MB of {budget_mb}; answers: {said}")
+    assert 0 < peak[0] < budget_mb
+    for name, answer in answers.items():
+        if answer["type"] == "error":  # refused for the memory it would take, and told so
+            assert answer["code"] == "OVERLOADED" and "--max-memory-mb" in answer["message"]
+        else:  # or transcribed: silence says nothing
+            assert answer["type"] == "transcription" and answer["transcription"] == "", name
+    assert answers["3 h"]["type"] == "error", "3 h of decoded audio cannot fit in 1.2 GB"
+    assert answers["20 min"]["type"] == "transcription", "20 min fit in 1.2 GB"
+    finals = " ".join(m["text"] for _, m in arrivals if m["type"] == "final")
+    assert wer([transcripts("jfk")["jfk.flac"]], [finals]) <= 0.1, finals
+    assert "Traceback" not in srv.output()
+
+
+def test_a_clip_longer_than_the_limit_is_refused_by_name(tmp_path) -> None:  # noqa: ANN001
+    srv = start_server(tmp_path, "--max-clip-seconds", "600")
+    try:
+        with session(srv.url) as ws:
+            recv_json(ws)
+            ws.send(audio_message(flac_silence(1200), "twenty minutes"))
+            got = replies(ws, "twenty minutes")
+            assert got[-2]["code"] == "MESSAGE_TOO_BIG", got
+            assert "--max-clip-seconds" in got[-2]["message"]
+            ping_works(ws)
+    finally:
+        srv.stop()

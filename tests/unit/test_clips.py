@@ -15,8 +15,8 @@ import pytest
 from support import AUDIO_FORMATS, encode_audio
 
 from whisperwire import protocol as proto
-from whisperwire.audio import AudioDecodeError, decode_file
-from whisperwire.clips import ClipError, ClipQueue, decode_base64, load_clip
+from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, decode_file
+from whisperwire.clips import ClipError, ClipQueue, decode_base64, load_clip, pieces
 from whisperwire.scheduler import Scheduler
 
 
@@ -163,6 +163,9 @@ class FakeEngine:
         self.fail = fail
         self.calls: list[tuple[str, str]] = []
 
+    def has_speech(self, audio: np.ndarray) -> bool:
+        return bool(np.abs(audio).max() > 0)  # anything but digital silence
+
     def transcribe_file(
         self, audio: np.ndarray, language: str | None, task: str
     ) -> tuple[Iterator[Segment], Info]:
@@ -227,6 +230,14 @@ def test_clip_replies_in_contract_order_with_progress() -> None:
     assert [s["text"] for s in result["segments"]] == ["part 0 of 3", "part 1 of 3", "part 2 of 3"]
     assert result["segments"][2] == {**result["segments"][2], "start": 2.0, "end": 3.0}
     assert [s["window"] for s in result["segments"]] == [0.0, 30.0, 60.0]
+
+
+def test_a_silent_clip_is_answered_without_decoding() -> None:
+    engine = FakeEngine()
+    data = base64.b64encode(wav(np.zeros(3 * 16000, np.float32))).decode()
+    sent = run_clips(engine, [{"type": "audio", "audio_data": data, "audio_id": "quiet"}])
+    assert sent[-2] == {**sent[-2], "type": "transcription", "transcription": "", "segments": []}
+    assert engine.calls == [], "no speech, no decode"
 
 
 def test_clips_run_in_order_and_ids_are_generated() -> None:
@@ -306,3 +317,20 @@ def test_a_closed_session_stops_its_clip_between_windows() -> None:
     asyncio.run(main())
     assert len(steps) == 1, "no window is decoded for a session that has gone"
     assert [m["type"] for m in sent] == ["state", "state", "state"]  # 2 accepted, 1 progress
+
+
+def test_a_long_clip_is_cut_into_pieces_at_its_quietest_moments() -> None:
+    """Pieces cover the clip end to end, none longer than asked, each cut in a pause."""
+    rng = np.random.default_rng(0)
+    seconds = 500
+    samples = (0.3 * rng.standard_normal(seconds * SAMPLE_RATE)).astype(np.float32)
+    pauses = [170.2, 345.7]  # a 0.3 s pause inside the search span of each cut
+    for at in pauses:
+        samples[int(at * SAMPLE_RATE) : int((at + 0.3) * SAMPLE_RATE)] = 0.0
+    cuts = pieces(samples, piece_s=180.0)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(samples)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:], strict=False))
+    assert all(0 < end - start <= 180 * SAMPLE_RATE for start, end in cuts)
+    for (_, cut), at in zip(cuts, pauses, strict=False):
+        assert at <= cut / SAMPLE_RATE <= at + 0.3
+    assert pieces(samples[: 10 * SAMPLE_RATE]) == [(0, 10 * SAMPLE_RATE)]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from whisperwire.limits import MAX_ADDRESSES, AuthThrottle, PerAddress
+from whisperwire.limits import (
+    CLIP_BYTES_PER_S,
+    MAX_ADDRESSES,
+    PIECE_RESERVE,
+    AuthThrottle,
+    MemoryBudget,
+    PerAddress,
+)
 
 
 def test_an_address_is_refused_after_its_failures_until_the_window_passes() -> None:
@@ -42,3 +49,15 @@ def test_sessions_per_address() -> None:
     assert limit.admit("a")
     unlimited = PerAddress(0)
     assert all(unlimited.admit("a") for _ in range(1000))
+
+
+def test_memory_budget_refuses_at_the_limit_and_sizes_clips_to_what_is_left() -> None:
+    used = [300 << 20]
+    budget = MemoryBudget(limit=1 << 30, rss=lambda: used[0])
+    assert not budget.over()
+    room = budget.clip_seconds()  # 1 GiB - 300 MiB - the piece reserve, at 128 KB per second
+    assert room == pytest.approx(((1 << 30) - (300 << 20) - PIECE_RESERVE) / CLIP_BYTES_PER_S)
+    assert 40 * 60 < room < 45 * 60  # about 42 minutes of audio
+    used[0] = 1 << 30
+    assert budget.over() and budget.clip_seconds() == 0.0
+    assert budget.status() == {"rss_mb": 1024.0, "budget_mb": 1024.0}

@@ -88,6 +88,11 @@ def test_messages_over_the_limit_are_refused() -> None:
     c = codec(max_message_bytes=100)
     assert error_code(c.receive_binary, b"\x00" * 102) == proto.MESSAGE_TOO_BIG
     assert error_code(c.receive_text, json.dumps({"type": "x" * 200})) == proto.MESSAGE_TOO_BIG
+    # counted in UTF-8 bytes as sent, not in characters: 60 "é" are 120 bytes
+    accented = '{"type":"ping","x":"' + "é" * 60 + '"}'
+    assert len(accented) < 100 < len(accented.encode())
+    assert error_code(c.receive_text, accented) == proto.MESSAGE_TOO_BIG
+    assert isinstance(c.receive_text('{"type":"ping","x":"' + "é" * 30 + '"}'), proto.Ping)
 
 
 def test_query_parameters_are_validated_like_config() -> None:
@@ -182,6 +187,14 @@ def test_errors_quote_at_most_a_little_of_what_the_client_sent() -> None:
 def test_a_sample_rate_must_be_a_plain_integer(value: object) -> None:
     text = json.dumps({"type": "config", "sample_rate": value})
     assert error_code(codec().receive_text, text) == proto.INVALID_MESSAGE
+
+
+@pytest.mark.parametrize("audio_id", ["true", "false", "1.5", "[]", "{}"])
+def test_an_audio_id_that_is_not_a_string_or_integer_is_refused(audio_id: str) -> None:
+    text = '{"type": "audio", "audio_data": "", "audio_id": ' + audio_id + "}"
+    with pytest.raises(proto.ProtocolError) as info:
+        codec().receive_text(text)
+    assert info.value.code == proto.INVALID_MESSAGE and "audio_id" in info.value.message
 
 
 def test_a_long_audio_id_is_refused() -> None:
