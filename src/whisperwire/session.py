@@ -175,6 +175,11 @@ class Session:
         self._closed = False
         self._close_code = (1000, "end of stream")
         self._ended = asyncio.Event()  # the `end` message went out
+        # The audio pipeline and the policy are fed by one task at a time: the receive loop's
+        # frames, and `end` (the client's, or the server's on shutdown or idle timeout).
+        self._feeding = asyncio.Lock()
+        self._stopping = False  # the server is ending the session: late audio is dropped
+        self.last_heard = time.monotonic()  # the client's last message
 
     # ---- lifecycle
 
@@ -225,6 +230,7 @@ class Session:
         """Finalise the audio received, as on `end` (its finals and `end` are sent), then
         close with `close` (code, reason)."""
         self._close_code = close
+        self._stopping = True
         await self._end()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ended.wait(), timeout)
@@ -232,23 +238,27 @@ class Session:
     # ---- inbound
 
     async def receive_bytes(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
         try:
             frame = self.codec.receive_binary(data)
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, exc.message)
             return
-        if self.policy.finished:
-            await self.send_error(proto.INVALID_MESSAGE, "audio after 'end' is ignored")
-            return
-        if self._pipeline is None:
-            self._pipeline = AudioPipeline(frame.encoding, frame.sample_rate)
-        if self.services.load is not None:
-            self.services.load.stream_audio(self.id)
-        samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
-        self.policy.feed(samples, probs)
+        async with self._feeding:  # one frame at a time, never beside `end`'s drain
+            if self.policy.finished:
+                if not self._stopping:  # a server closing the session says so once
+                    await self.send_error(proto.INVALID_MESSAGE, "audio after 'end' is ignored")
+                return
+            if self._pipeline is None:
+                self._pipeline = AudioPipeline(frame.encoding, frame.sample_rate)
+            if self.services.load is not None:
+                self.services.load.stream_audio(self.id)
+            samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
+            self.policy.feed(samples, probs)
         self._pump()
 
     async def receive_text(self, text: str) -> None:
+        self.last_heard = time.monotonic()
         try:
             message = self.codec.receive_text(text)
         except proto.ProtocolError as exc:
@@ -275,13 +285,14 @@ class Session:
             await self._clip_queue().submit(message, self.codec.config)
 
     async def _end(self) -> None:
-        if self.policy.finished:
-            return
-        if self._pipeline is not None:
-            samples, probs = await asyncio.to_thread(self._pipeline.drain)
-            if len(samples):
-                self.policy.feed(samples, probs)
-        self.policy.finish()
+        async with self._feeding:
+            if self.policy.finished:
+                return
+            if self._pipeline is not None:
+                samples, probs = await asyncio.to_thread(self._pipeline.drain)
+                if len(samples):
+                    self.policy.feed(samples, probs)
+            self.policy.finish()
         self._pump()
 
     def _sync_options(self) -> None:

@@ -218,3 +218,48 @@ def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(can_abor
     expected = "abort" if can_abort else "close 1008 the client does not read its messages"
     assert len(ends) == 1 and ends[0][0] == expected
     assert 0.2 <= ends[0][1] < 0.4
+
+
+def test_shutdown_while_audio_arrives_finalises_once_without_errors() -> None:
+    """The server's shutdown ends the session while frames are still being fed: no frame is
+    fed after the end (no INTERNAL_ERROR), no flood of errors for frames in flight, and the
+    client gets its finals, `end`, then close 1001."""
+    received: list[dict[str, Any]] = []
+
+    async def send_text(frame: str) -> None:
+        received.append(json.loads(frame))
+
+    async def close(code: int, reason: str) -> None:
+        received.append({"type": "closed", "code": code})
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=1)
+        services = Services(
+            engine=ScriptedEngine(  # type: ignore[arg-type]
+                FakeWhisper(script(WORDS, 0.5, per_word=0.45)), lambda r, c: False
+            ),
+            scheduler=scheduler,
+            policy_config=PolicyConfig(),
+            default_language="en",
+            default_task="transcribe",
+            max_message_bytes=1 << 20,
+        )
+        session = Session(services, send_text, close)
+        await session.open()
+        probs = vad_probs(8.0, SPEECH)
+        session._pipeline = ScriptedPipeline(probs)  # type: ignore[assignment]
+        frames = [session.receive_bytes(bytes(3200)) for _ in range(len(probs) * VAD_CHUNK // 1600)]
+        half = len(frames) // 2
+        for frame in frames[:half]:
+            await frame
+        late = [asyncio.create_task(f) for f in frames[half:]]  # in flight during shutdown
+        await session.shutdown(timeout=20)
+        await asyncio.gather(*late)  # none of them raises
+        await session.closed()
+        scheduler.close()
+
+    asyncio.run(main())
+    kinds = [m["type"] for m in received]
+    assert "error" not in kinds, [m for m in received if m["type"] == "error"]
+    assert kinds[-2:] == ["end", "closed"] and received[-1]["code"] == 1001
+    assert finals(received), "the audio fed before the shutdown is transcribed"
