@@ -32,6 +32,9 @@ from whisperwire.settings import Settings
 log = logging.getLogger("whisperwire.server")
 
 Peer = tuple[str, int]  # a client's address and port
+# At --max-sessions, a session whose client has sent nothing for this long (or the idle
+# timeout, if shorter) gives its slot to a new client.
+QUIET_YIELD_S = 10.0
 
 
 class TLSError(Exception):
@@ -135,6 +138,28 @@ class App:
         )
         self.sessions: dict[str, Session] = {}
         self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
+        self._ending: set[asyncio.Task[None]] = set()  # sessions ended to make room
+
+    def make_room(self, quiet_s: float) -> bool:
+        """At --max-sessions: the session whose client has been quiet longest, at least
+        `quiet_s`, with nothing of it in hand, is ended (IDLE_TIMEOUT) to free its slot.
+        False if there is none: every session is busy."""
+        now = time.monotonic()
+        quiet = [
+            s
+            for s in self.sessions.values()
+            if not s.in_hand and not s.ending and now - s.last_heard >= quiet_s
+        ]
+        if not quiet:
+            return False
+        session = min(quiet, key=lambda s: s.last_heard)
+        silent = now - session.last_heard
+        log.info("session %s yields its slot: quiet for %.0f s", session.id, silent)
+        why = f"the server is full and this session sent nothing for {silent:.0f} s"
+        task = asyncio.get_running_loop().create_task(session.idle_out(why))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        return True
 
     async def drain(self, timeout: float) -> None:
         """Graceful stop: every session finalises what it has received and closes."""
@@ -250,7 +275,8 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 )
                 await refuse(ws, proto.UNAUTHORIZED, message, 1008)
                 return
-        if len(state.sessions) >= settings.max_sessions:
+        full = len(state.sessions) >= settings.max_sessions
+        if full and not (idle and state.make_room(min(idle, QUIET_YIELD_S))):
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
             await refuse(ws, proto.OVERLOADED, message, 1013)
             return
@@ -301,12 +327,9 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 await session.room_for_audio()
                 message = await receive_or_idle(ws, session)
                 if message is None:  # idle: the client is told, the slot is freed
-                    await session.send_error(
-                        proto.IDLE_TIMEOUT,
-                        f"nothing received for {idle:g} s (the server's --idle-timeout); "
-                        "reconnect to continue",
+                    await session.idle_out(
+                        f"nothing received for {idle:g} s (the server's --idle-timeout)"
                     )
-                    await session.end_and_close((1008, "idle timeout"), timeout=10.0)
                     break
                 if message["type"] == "websocket.disconnect":
                     break

@@ -222,6 +222,17 @@ class Session:
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
 
+    @property
+    def ending(self) -> bool:
+        """The server is ending this session (shutdown, idle timeout)."""
+        return self._stopping
+
+    async def idle_out(self, why: str) -> None:
+        """The client is quiet too long: tell it, finalise its audio, close with 1008."""
+        self._stopping = True
+        await self.send_error(proto.IDLE_TIMEOUT, f"{why}; reconnect to continue")
+        await self.end_and_close((1008, "idle timeout"), timeout=10.0)
+
     async def shutdown(self, timeout: float) -> None:
         """The server is stopping: finalise the audio received, as on `end`, then close."""
         await self.end_and_close((1001, "server shutting down"), timeout)

@@ -40,12 +40,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def until_closed(ws: object) -> tuple[list[dict], int | None]:
+def until_closed(ws: object, timeout: float = 30) -> tuple[list[dict], int | None]:
     """Every message until the server closes; and its close code."""
     messages = []
     try:
         while True:
-            messages.append(recv_json(ws, timeout=30, skip=()))
+            messages.append(recv_json(ws, timeout=timeout, skip=()))
     except ConnectionClosed as closed:
         return messages, closed.rcvd.code if closed.rcvd is not None else None
 
@@ -151,4 +151,40 @@ def test_slow_handshakes_and_a_client_that_stops_reading_are_dropped(tmp_path: P
                 assert sock.recv(1024) == b""
             sock.close()
     finally:
+        srv.stop()
+
+
+def test_idle_connections_give_way_to_a_new_client(tmp_path: Path) -> None:
+    """200 connections that send nothing: --max-sessions (64) are admitted, the rest refused
+    at once; once they have been quiet for 10 s, a new client takes the slot of one of them
+    (told IDLE_TIMEOUT, closed 1008) and transcribes. (--max-lag 60: admission by load,
+    which counts a new session as a live stream for its first seconds, is another test's.)"""
+    srv = start_server(tmp_path, "--max-lag", "60")
+    idle, refused = [], 0
+    try:
+        for _ in range(200):
+            ws = connect(srv.url, open_timeout=30, ping_interval=None)
+            greeting = recv_json(ws)
+            if greeting["type"] == "error":
+                assert greeting["code"] == "OVERLOADED", greeting
+                refused += 1
+                ws.close()
+            else:
+                idle.append(ws)
+        assert (len(idle), refused) == (64, 136)
+        time.sleep(10.5)
+        result = stream(srv.url, load_audio(audio_root() / "jfk" / "jfk.flac"))
+        assert wer([transcripts("jfk")["jfk.flac"]], [result.text]) <= 0.1, result.messages[:3]
+        told = []
+        for ws in idle:
+            with contextlib.suppress(TimeoutError):
+                messages, code = until_closed(ws, timeout=0.2)
+                told.append((messages, code))
+        assert len(told) == 1, f"{len(told)} quiet sessions gave up their slot, not one"
+        messages, code = told[0]
+        assert messages[0]["code"] == "IDLE_TIMEOUT" and "server is full" in messages[0]["message"]
+        assert messages[-1]["type"] == "end" and code == 1008
+    finally:
+        for ws in idle:
+            ws.close()
         srv.stop()
