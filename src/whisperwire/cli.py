@@ -281,6 +281,14 @@ def build_parser() -> Parser:
         "230 MB while it is transcribed",
     )
     n.add_argument(
+        "--resume-window",
+        type=_ranged(float, 0.0, 3600.0),
+        default=float(_env("RESUME_WINDOW", 30.0)),
+        help="seconds a session whose connection dropped before `end` is kept for its client "
+        "to reconnect with ?resume=SESSION_ID&last_segment=N (decoding goes on meanwhile); "
+        "then its audio is finalised for the forwarder; 0: no resume",
+    )
+    n.add_argument(
         "--write-timeout",
         type=_ranged(float, 0.0, 86400.0),
         default=float(_env("WRITE_TIMEOUT", 60.0)),
@@ -467,6 +475,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_backlog_s=args.max_backlog,
         max_memory_mb=args.max_memory_mb,
         max_clip_s=args.max_clip_seconds,
+        resume_window_s=args.resume_window,
         write_timeout_s=args.write_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_sessions_per_address=args.max_sessions_per_address,

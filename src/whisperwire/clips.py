@@ -170,6 +170,7 @@ class ClipQueue:
         self._monitor = load  # a clip being transcribed keeps a worker busy
         self._memory = memory
         self._max_clip_s = max_clip_s
+        self._stopped: str | None = None  # why clips are no longer transcribed
         self._waiting: deque[ClipJob] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._current: ClipJob | None = None
@@ -227,6 +228,11 @@ class ClipQueue:
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
 
+    def stop(self, why: str) -> None:
+        """Transcribe no more: the running clip stops at its next window and, like every
+        clip still waiting, is answered with OVERLOADED (`why`) and `ready`."""
+        self._stopped = why
+
     async def drain(self) -> None:
         """Wait until every accepted clip has its answer."""
         while self._runner is not None and not self._runner.done():
@@ -248,6 +254,7 @@ class ClipQueue:
 
     async def _transcribe(self, job: ClipJob) -> None:
         try:
+            self._check_stopped()
             samples = await self._load(job)
             message = await self._segments(job, samples)
         except ClipError as exc:
@@ -316,6 +323,7 @@ class ClipQueue:
             while True:
                 if self._closed():
                     return None
+                self._check_stopped()
                 segment = await self.scheduler.run(self.key, lambda it=it: next(it, None))
                 if segment is None:
                     break
@@ -340,6 +348,10 @@ class ClipQueue:
             "duration": _round(duration),
             "segments": segments,
         }
+
+    def _check_stopped(self) -> None:
+        if self._stopped is not None:
+            raise ClipError(proto.OVERLOADED, f"clip not transcribed: {self._stopped}")
 
     async def _ready(self, audio_id: str) -> None:
         if not self._closed():

@@ -610,6 +610,7 @@ class Forwarder:
         self._client: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
         self._closing = asyncio.Event()
+        self._down = asyncio.Event()  # the last attempt failed and will be retried
         self._lock_fd: int | None = None
         self._state = "new"  # new -> running -> closing -> closed
         self._open: dict[str, _Batch] = {}
@@ -813,10 +814,18 @@ class Forwarder:
     async def end_session(self, session_id: str, wait_s: float = 0.0) -> None:
         """Client ``end`` or disconnect: flush, optionally wait up to ``wait_s`` for the
         session's replies to be relayed (useful on ``end`` while the socket is still
-        open), then detach.  Delivery continues in the background either way."""
+        open), then detach.  Delivery continues in the background either way.  The wait
+        ends as soon as an attempt fails: a backend that is down does not hold the client's
+        ``end`` back (its finals wait in the outbox)."""
         await self.flush(session_id)
-        if wait_s > 0:
-            await self.drain(session_id, wait_s)
+        if wait_s > 0 and not self._down.is_set():
+            drained = asyncio.ensure_future(self.drain(session_id, wait_s))
+            down = asyncio.ensure_future(self._down.wait())
+            try:
+                await asyncio.wait({drained, down}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
+                down.cancel()
         self.detach(session_id)
         self._active.discard(session_id)
         self._maybe_forget(session_id)
@@ -1040,6 +1049,10 @@ class Forwarder:
         while True:
             outcome = await self._attempt(body, headers)
             batch.attempts += 1
+            if outcome.kind == "retry":
+                self._down.set()
+            else:
+                self._down.clear()
             if outcome.kind == "ok":
                 self._db_bg("delete delivered batch", self._outbox.delete, batch.id)
                 self._sent += 1

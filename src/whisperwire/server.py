@@ -35,6 +35,7 @@ Peer = tuple[str, int]  # a client's address and port
 # At --max-sessions, a session whose client has sent nothing for this long (or the idle
 # timeout, if shorter) gives its slot to a new client.
 QUIET_YIELD_S = 10.0
+RESUME_PARAMETERS = ("resume", "last_segment")  # query parameters of a reconnecting client
 
 
 class TLSError(Exception):
@@ -131,6 +132,7 @@ class App:
             max_message_bytes=settings.max_message_bytes,
             max_backlog_s=settings.max_backlog_s,
             write_timeout_s=settings.write_timeout_s,
+            resume_window_s=settings.resume_window_s,
             memory=self.memory,
             max_clip_s=settings.max_clip_s,
             forwarder=forwarder,
@@ -139,6 +141,8 @@ class App:
         self.sessions: dict[str, Session] = {}
         self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
         self._ending: set[asyncio.Task[None]] = set()  # sessions ended to make room
+        self.stopping = False  # SIGTERM: no new sessions
+        self.parked: dict[str, asyncio.TimerHandle] = {}  # dropped, kept for a resume
 
     def make_room(self, quiet_s: float) -> bool:
         """At --max-sessions: the session whose client has been quiet longest, at least
@@ -161,12 +165,62 @@ class App:
         task.add_done_callback(self._ending.discard)
         return True
 
+    def park(self, session: Session) -> None:
+        """The connection dropped before `end`: keep the session --resume-window seconds for
+        its client to reconnect with `?resume=SESSION_ID`; decoding goes on meanwhile."""
+        session.detach()
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            if self.parked.pop(session.id, None) is not None:
+                task = loop.create_task(self.retire(session, finalise=30.0))
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
+
+        self.parked[session.id] = loop.call_later(self.settings.resume_window_s, expire)
+        log.info("session %s parked for %g s", session.id, self.settings.resume_window_s)
+
+    async def take_over(self, session_id: str) -> Session | None:
+        """The session a reconnecting client names, parked for it; a session the server still
+        thinks connected (the drop not noticed yet) is parked first. None: nothing to resume."""
+        session = self.sessions.get(session_id)
+        if session_id not in self.parked and session is not None and session.resumable:
+            session.drop_connection()
+            for _ in range(100):  # its receive loop ends and parks it
+                if session_id in self.parked:
+                    break
+                await asyncio.sleep(0.05)
+        return self.unpark(session_id)
+
+    def unpark(self, session_id: str) -> Session | None:
+        handle = self.parked.pop(session_id, None)
+        if handle is None:
+            return None
+        handle.cancel()
+        return self.sessions.get(session_id)
+
+    async def retire(self, session: Session, finalise: float = 0.0) -> None:
+        """The session is over: its remaining finals go to the forwarder (within `finalise`
+        seconds, also those of the audio not decoded yet), its slot is freed."""
+        if finalise:
+            await session.finalise_unattended(timeout=finalise)
+        await session.closed()
+        self.load.stream_closed(session.id)
+        self.sessions.pop(session.id, None)
+        log.info("session %s closed", session.id)
+
     async def drain(self, timeout: float) -> None:
         """Graceful stop: every session finalises what it has received and closes."""
-        sessions = list(self.sessions.values())
-        if sessions:
-            log.info("finalising %d session(s) before shutdown", len(sessions))
-            await asyncio.gather(*(s.shutdown(timeout) for s in sessions), return_exceptions=True)
+        self.stopping = True
+        parked = [s for s in map(self.unpark, list(self.parked)) if s is not None]
+        live = [s for s in self.sessions.values() if s not in parked]
+        if live or parked:
+            log.info("finalising %d session(s) before shutdown", len(live) + len(parked))
+            await asyncio.gather(
+                *(s.shutdown(timeout) for s in live),
+                *(self.retire(s, finalise=timeout) for s in parked),  # nobody to tell
+                return_exceptions=True,
+            )
 
 
 SECRET_PARAMETER = re.compile(r"(?i)\b(token|api_key|key)=[^&\s\"']+")
@@ -261,6 +315,10 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
         address = ws.client.host if ws.client is not None else "unknown"
+        if state.stopping:
+            message = "the server is shutting down; reconnect in a moment"
+            await refuse(ws, proto.OVERLOADED, message, 1012, retry_after=5.0)
+            return
         if settings.api_keys:
             wait = throttle.retry_after(address, time.monotonic())
             if wait > 0:
@@ -275,6 +333,14 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                 )
                 await refuse(ws, proto.UNAUTHORIZED, message, 1008)
                 return
+        resume = ws.query_params.get("resume")
+        resumed = await state.take_over(resume) if resume else None
+        if resumed is not None:  # admitted when it first connected
+            try:
+                await serve_session(ws, resumed)
+            finally:
+                per_address.release(address)  # per_address.admit was not called: no-op
+            return
         full = len(state.sessions) >= settings.max_sessions
         if full and not (idle and state.make_room(min(idle, QUIET_YIELD_S))):
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
@@ -292,13 +358,17 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=5.0)
             return
         try:
-            await serve_session(ws)
+            await serve_session(ws, None, resume)
         finally:
             per_address.release(address)
 
-    async def serve_session(ws: WebSocket) -> None:
+    async def serve_session(
+        ws: WebSocket, resumed: Session | None, resume: str | None = None
+    ) -> None:
+        """Run one connection: a new session (`resumed` None; `resume` the id the client
+        asked for, if it could not be resumed) or a dropped one taken up again."""
         load = state.load
-        if not load.admit_stream():
+        if resumed is None and not load.admit_stream():
             retry = load.retry_after_s()
             message = (
                 f"the server is at its capacity of {load.capacity()} live streams within "
@@ -317,12 +387,29 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             if transport is not None:
                 transport.abort()
 
-        session = Session(state.services, ws.send_text, close, dict(ws.query_params), abort)
-        state.sessions[session.id] = session
-        load.stream_opened(session.id)
-        log.info("session %s opened from %s", session.id, ws.client)
+        if resumed is not None:
+            session = resumed
+            log.info("session %s resumed from %s", session.id, ws.client)
+        else:
+            query = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMETERS}
+            session = Session(state.services, ws.send_text, close, query, abort)
+            state.sessions[session.id] = session
+            load.stream_opened(session.id)
+            log.info("session %s opened from %s", session.id, ws.client)
         try:
-            await session.open()
+            if resumed is not None:
+                last = ws.query_params.get("last_segment", "")
+                segment = int(last) if last.isdigit() and len(last) < 10 else None
+                await session.attach(ws.send_text, close, abort, segment)
+            else:
+                await session.open()
+                if resume:
+                    await session.send_error(
+                        proto.RESUME_FAILED,
+                        f"no session {proto.shown(resume)} to resume (it ended, or its "
+                        f"--resume-window of {settings.resume_window_s:g} s passed); this is "
+                        "a new session",
+                    )
             while True:
                 await session.room_for_audio()
                 message = await receive_or_idle(ws, session)
@@ -348,10 +435,10 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            await session.closed()
-            load.stream_closed(session.id)
-            del state.sessions[session.id]
-            log.info("session %s closed", session.id)
+            if session.resumable and not session.ending and not state.stopping:
+                state.park(session)
+            else:
+                await state.retire(session)
 
     app.add_api_websocket_route("/", endpoint)
     app.add_api_websocket_route("/v1/listen", endpoint)

@@ -45,6 +45,7 @@ SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 
 MAX_OUTBOX = 1000  # messages waiting for a client that does not read; then it is closed
+MAX_REPLAY = 1000  # finals sent, kept to send again to a client that resumes
 DECODE_ATTEMPTS = 3  # tries of a region's final window before its audio is reported lost
 RETRY_DELAY_S = 0.5  # before the second try; doubles after each failure
 WRITER_DRAIN_S = 5.0  # a closed session's writer hands what is queued to the forwarder
@@ -68,6 +69,7 @@ class Services:
     write_timeout_s: float = 60.0  # one message waiting to reach the client; 0: no limit
     memory: MemoryBudget | None = None  # None: no budget
     max_clip_s: float = MAX_CLIP_SECONDS
+    resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
 
 
 class AudioPipeline:
@@ -180,6 +182,12 @@ class Session:
         self._feeding = asyncio.Lock()
         self._stopping = False  # the server is ending the session: late audio is dropped
         self.last_heard = time.monotonic()  # the client's last message
+        # Resume: while no connection is attached (it dropped), the writer waits; finals sent
+        # are kept, as a client may not have received the last ones before the drop.
+        self._attached = asyncio.Event()
+        self._attached.set()
+        self._replay: deque[dict[str, Any]] = deque(maxlen=MAX_REPLAY)
+        self.received_s = 0.0  # seconds of audio received, at the client's sample rate
 
     # ---- lifecycle
 
@@ -208,9 +216,63 @@ class Session:
             }
         )
 
+    @property
+    def resumable(self) -> bool:
+        """Could a client whose connection dropped now resume this session?"""
+        return self.services.resume_window_s > 0 and not self.policy.finished and not self._closed
+
+    def detach(self) -> None:
+        """The connection dropped before `end`: decoding goes on, and the writer waits for a
+        client that resumes (`attach`) or for `closed`."""
+        self._attached.clear()
+
+    def drop_connection(self) -> None:
+        """The client resumes on a new connection before the server noticed the old one
+        drop: abandon the old one (its receive loop ends and parks the session)."""
+        self.detach()
+        if self._abort is not None:
+            self._abort()
+
+    async def attach(
+        self,
+        send_text: SendText,
+        close: Close,
+        abort: Callable[[], None] | None,
+        last_segment: int | None,
+    ) -> None:
+        """A client resumes on a new connection: it is greeted with the audio offset to send
+        from, gets again the finals after `last_segment` (all, if None) that were sent
+        before the drop, then everything since."""
+        self._send_text, self._close, self._abort = send_text, close, abort
+        self.last_heard = time.monotonic()
+        missed = [m for m in self._replay if last_segment is None or m["segment_id"] > last_segment]
+        greeting = {
+            "type": "state",
+            "state": "ready",
+            "session_id": self.id,
+            "resumed": True,
+            "audio_offset": _round(self.received_s),
+            "message": f"resumed: {len(missed)} final(s) follow again; send audio from "
+            f"{self.received_s:.3f} s",
+            "config": self.codec.config.model_dump(),
+        }
+        # Sent before the writer goes on (it waits, holding the first message not yet sent).
+        for message in [greeting, *missed]:
+            frame = self.codec.encode(message)
+            if frame is not None:
+                await self._send_text(frame)
+        self._attached.set()
+
+    async def finalise_unattended(self, timeout: float) -> None:
+        """Nobody resumed: finalise the audio received, for the forwarder (nothing is sent)."""
+        self._closed = True
+        self._attached.set()
+        await self.end_and_close(self._close_code, timeout)
+
     async def closed(self) -> None:
         """The connection is gone: stop work nobody will read."""
         self._closed = True
+        self._attached.set()  # a writer waiting for a resume goes on, to the forwarder
         if self._decoding is not None:
             self._decoding.cancel()
         if self._writer is not None:  # what is queued still reaches the forwarder
@@ -234,7 +296,10 @@ class Session:
         await self.end_and_close((1008, "idle timeout"), timeout=10.0)
 
     async def shutdown(self, timeout: float) -> None:
-        """The server is stopping: finalise the audio received, as on `end`, then close."""
+        """The server is stopping: finalise the audio received, as on `end`, then close.
+        Clips stop at their next window and are answered with OVERLOADED: resend them."""
+        if self._clips is not None:
+            self._clips.stop("the server is shutting down; send it again in a moment")
         await self.end_and_close((1001, "server shutting down"), timeout)
 
     async def end_and_close(self, close: tuple[int, str], timeout: float) -> None:
@@ -266,6 +331,8 @@ class Session:
                 self.services.load.stream_audio(self.id)
             samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
             self.policy.feed(samples, probs)
+            width = 2 if frame.encoding == "s16le" else 4
+            self.received_s += len(frame.data) / width / frame.sample_rate
         self._pump()
 
     async def receive_text(self, text: str) -> None:
@@ -427,7 +494,7 @@ class Session:
             return
         # Paused, reading resumes at half the limit: then many frames are read at once, and
         # a ping the client sent behind its audio is answered within seconds.
-        while not self._closed and self.policy.backlog_s > limit / 2:
+        while not self._closed and self._attached.is_set() and self.policy.backlog_s > limit / 2:
             if not self._told_backlog:
                 self._told_backlog = True
                 await self.send_error(
@@ -526,15 +593,27 @@ class Session:
 
     async def _transmit(self, message: dict[str, Any]) -> None:
         frame = self.codec.encode(message)
-        if frame is None or self._closed:
+        if frame is None:
             return
         limit = self.services.write_timeout_s or None
-        try:
-            await asyncio.wait_for(self._send_text(frame), limit)
-        except asyncio.TimeoutError:  # the client stopped reading: free its slot
-            self._drop_client(f"a message waited {limit:g} s to be sent")
-        except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
-            self._closed = True
+        while True:
+            await self._attached.wait()  # a dropped connection: until the client resumes
+            if self._closed:
+                return
+            try:
+                await asyncio.wait_for(self._send_text(frame), limit)
+            except asyncio.TimeoutError:  # the client stopped reading: free its slot
+                self._drop_client(f"a message waited {limit:g} s to be sent")
+                return
+            except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
+                if not self.resumable:
+                    self._closed = True
+                    return
+                self._attached.clear()  # sent again once the client resumes
+                continue
+            if message.get("type") == "final":
+                self._replay.append(message)
+            return
 
     # ---- whole clips
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from support import (
     Server,
+    audio_message,
     audio_root,
     load_audio,
     pcm,
@@ -161,9 +164,10 @@ def test_idle_connections_give_way_to_a_new_client(tmp_path: Path) -> None:
     which counts a new session as a live stream for its first seconds, is another test's.)"""
     srv = start_server(tmp_path, "--max-lag", "60")
     idle, refused = [], 0
+    connections = contextlib.ExitStack()
     try:
         for _ in range(200):
-            ws = connect(srv.url, open_timeout=30, ping_interval=None)
+            ws = connections.enter_context(connect(srv.url, open_timeout=30, ping_interval=None))
             greeting = recv_json(ws)
             if greeting["type"] == "error":
                 assert greeting["code"] == "OVERLOADED", greeting
@@ -185,6 +189,52 @@ def test_idle_connections_give_way_to_a_new_client(tmp_path: Path) -> None:
         assert messages[0]["code"] == "IDLE_TIMEOUT" and "server is full" in messages[0]["message"]
         assert messages[-1]["type"] == "end" and code == 1008
     finally:
-        for ws in idle:
-            ws.close()
+        connections.close()
         srv.stop()
+
+
+def test_sigterm_refuses_new_sessions_answers_everyone_and_exits(tmp_path: Path) -> None:
+    """SIGTERM while a 13-minute clip is transcribed and a stream is arriving: new clients are
+    turned away, the stream gets its finals and `end` (close 1001) with no error, the clip is
+    answered OVERLOADED (send it again) and `ready`, and the process exits promptly."""
+    srv = start_server(tmp_path)
+    long = (audio_root() / "longform" / "ls_test_other_all100.flac").read_bytes()
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+    streamed: list[dict] = []
+    try:
+        with session(srv.url) as clips, session(srv.url) as live:
+            assert recv_json(clips)["state"] == recv_json(live)["state"] == "ready"
+            clips.send(audio_message(long, "long"))
+            assert recv_json(clips)["state"] == "processing"
+
+            def talk() -> None:  # real time, and on after the signal until the close
+                with contextlib.suppress(ConnectionClosed):
+                    for start in range(0, len(samples), 1600):
+                        live.send(pcm(samples[start : start + 1600]))
+                        time.sleep(0.1)
+
+            talker = threading.Thread(target=talk)
+            talker.start()
+            time.sleep(5.0)
+            signalled = time.monotonic()
+            srv.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with contextlib.suppress(OSError), session(srv.url) as late:  # or the port is shut
+                refused = recv_json(late)
+                assert refused["code"] == "OVERLOADED" and "shutting down" in refused["message"]
+            streamed, code = until_closed(live)
+            clip_answers, _ = until_closed(clips)
+            talker.join()
+        exit_code = srv.process.wait(60)
+        took = time.monotonic() - signalled
+    finally:
+        srv.stop()
+    print(f"exit {exit_code} after {took:.1f} s")
+    assert exit_code == 0 and took < 30
+    assert not [m for m in streamed if m["type"] == "error"], streamed
+    assert streamed[-1]["type"] == "end" and code == 1001
+    assert [m["type"] for m in streamed].count("final") >= 1
+    errors = [m for m in clip_answers if m["type"] == "error"]
+    assert errors and errors[0]["code"] == "OVERLOADED" and errors[0]["audio_id"] == "long"
+    assert any(m.get("state") == "ready" and m.get("audio_id") == "long" for m in clip_answers)
+    assert "Traceback" not in srv.output()

@@ -334,3 +334,32 @@ def test_a_long_clip_is_cut_into_pieces_at_its_quietest_moments() -> None:
     for (_, cut), at in zip(cuts, pauses, strict=False):
         assert at <= cut / SAMPLE_RATE <= at + 0.3
     assert pieces(samples[: 10 * SAMPLE_RATE]) == [(0, 10 * SAMPLE_RATE)]
+
+
+def test_stopped_clips_are_answered_overloaded_then_ready() -> None:
+    """On shutdown the running clip stops at its next window and every waiting one is
+    answered: OVERLOADED (send it again), then `ready`; nothing is left unanswered."""
+    engine, sent = FakeEngine(), []
+
+    async def main() -> None:
+        scheduler = Scheduler()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message.get("state") == "processing" and message.get("progress", 0) > 0:
+                queue.stop("the server is shutting down")  # during the first clip's windows
+
+        queue = ClipQueue("s1", engine, scheduler, send, lambda: False)  # type: ignore[arg-type]
+        codec = proto.Codec()
+        for obj in (clip(3.0, audio_id="a"), clip(2.0, audio_id="b")):
+            message = codec.receive_text(proto.encode_json(obj))
+            assert isinstance(message, proto.ClipAudio)
+            await queue.submit(message, codec.config)
+        await queue.drain()
+        scheduler.close()
+
+    asyncio.run(main())
+    answers = [(m["audio_id"], m.get("code") or m.get("state")) for m in sent
+               if m["type"] == "error" or m.get("state") == "ready"]  # fmt: skip
+    assert answers == [("a", "OVERLOADED"), ("a", "ready"), ("b", "OVERLOADED"), ("b", "ready")]
+    assert not [m for m in sent if m["type"] == "transcription"]

@@ -773,3 +773,23 @@ def test_prometheus_metrics(tmp_path: Path) -> None:
     assert registry.get_sample_value("whisperwire_forward_retries_total") == 1
     assert registry.get_sample_value("whisperwire_forward_batches_failed_total") == 0
     assert registry.get_sample_value("whisperwire_forward_outbox_depth") == 0
+
+
+def test_end_does_not_wait_for_a_backend_that_is_down(tmp_path: Path) -> None:
+    """With the backend down, `end_session` returns at the first failed attempt, not after
+    its wait: the client's `end` is not held back; the finals stay in the outbox."""
+    port = free_port()  # nothing listens: every attempt fails at once
+
+    async def main() -> float:
+        fw = Forwarder(make_config(f"http://127.0.0.1:{port}/hook", tmp_path, max_messages=1))
+        await fw.start()
+        await fw.add_final("A", seg(0, "first words"))
+        started = asyncio.get_running_loop().time()
+        await fw.end_session("A", wait_s=30.0)
+        waited = asyncio.get_running_loop().time() - started
+        assert fw.stats()["outbox_depth"] == 1
+        await fw.close(timeout_s=0.5)
+        return waited
+
+    assert asyncio.run(main()) < 5.0
+    assert len(read_outbox(tmp_path, state="pending")) == 1
