@@ -145,22 +145,30 @@ class App:
         self.parked: dict[str, asyncio.TimerHandle] = {}  # dropped, kept for a resume
 
     def make_room(self, quiet_s: float) -> bool:
-        """At --max-sessions: the session whose client has been quiet longest, at least
-        `quiet_s`, with nothing of it in hand, is ended (IDLE_TIMEOUT) to free its slot.
-        False if there is none: every session is busy."""
+        """At --max-sessions: a session parked for a resume, or else the session whose client
+        has been quiet longest, at least `quiet_s`, with nothing of it in hand, is ended
+        (IDLE_TIMEOUT) to free its slot. False if there is none: every session is busy."""
         now = time.monotonic()
-        quiet = [
-            s
-            for s in self.sessions.values()
-            if not s.in_hand and not s.ending and now - s.last_heard >= quiet_s
-        ]
-        if not quiet:
-            return False
-        session = min(quiet, key=lambda s: s.last_heard)
-        silent = now - session.last_heard
-        log.info("session %s yields its slot: quiet for %.0f s", session.id, silent)
-        why = f"the server is full and this session sent nothing for {silent:.0f} s"
-        task = asyncio.get_running_loop().create_task(session.idle_out(why))
+        # A session whose connection dropped goes first: it is finalised for the forwarder.
+        session = self.unpark(next(iter(self.parked))) if self.parked else None
+        if session is not None:
+            log.info("session %s yields its slot: its connection dropped", session.id)
+            work = self.retire(session, finalise=30.0)
+        else:
+            quiet = [
+                s
+                for s in self.sessions.values()
+                if not s.in_hand and not s.ending and now - s.last_heard >= quiet_s
+            ]
+            if not quiet:
+                return False
+            session = min(quiet, key=lambda s: s.last_heard)
+            silent = now - session.last_heard
+            log.info("session %s yields its slot: quiet for %.0f s", session.id, silent)
+            work = session.idle_out(
+                f"the server is full and this session sent nothing for {silent:.0f} s"
+            )
+        task = asyncio.get_running_loop().create_task(work)
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
         return True
