@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -55,6 +56,17 @@ def _whisper_languages() -> frozenset[str]:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
     return frozenset(_LANGUAGE_CODES)
+
+
+def _origin(text: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], lower case, no path."""
+    origin = text.strip().lower().rstrip("/")
+    parts = urllib.parse.urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin; write it as https://host or http://host:port"
+        )
+    return origin
 
 
 def build_parser() -> Parser:
@@ -281,6 +293,13 @@ def build_parser() -> Parser:
         "230 MB while it is transcribed",
     )
     n.add_argument(
+        "--max-session-duration",
+        type=_ranged(float, 0.0, 30 * 86400.0),
+        default=float(_env("MAX_SESSION_DURATION", 86400.0)),
+        help="seconds a session may last; then its audio is finalised and it is closed "
+        "(SESSION_TIMEOUT, close 1008); 0: no limit",
+    )
+    n.add_argument(
         "--resume-window",
         type=_ranged(float, 0.0, 3600.0),
         default=float(_env("RESUME_WINDOW", 30.0)),
@@ -317,6 +336,17 @@ def build_parser() -> Parser:
         default=[k for k in _env("API_KEY", "").split(",") if k],
         help="require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); "
         "repeatable; WHISPERWIRE_API_KEY takes a comma-separated list",
+    )
+    n.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        type=_origin,
+        default=[o for o in _env("ALLOWED_ORIGINS", "").split(",") if o.strip()],
+        help="accept WebSocket connections from web pages of this origin only (e.g. "
+        "https://app.example.com; clients that send no Origin header, as non-browser ones, "
+        "are not affected): against cross-site WebSocket hijacking; repeatable; "
+        "WHISPERWIRE_ALLOWED_ORIGINS takes a comma-separated list; default: any origin",
     )
     n.add_argument(
         "--log-level",
@@ -439,6 +469,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.checkpoint and args.model:
         raise UsageError("--checkpoint: give either --checkpoint or -m/--model, not both")
     language = args.language
+    try:  # those from WHISPERWIRE_ALLOWED_ORIGINS are not checked by argparse
+        origins = [_origin(o) for o in args.allowed_origin]
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(
+            f"argument --allowed-origin (WHISPERWIRE_ALLOWED_ORIGINS): {exc}"
+        ) from None
     if args.keyfile and not args.certfile:
         raise UsageError("argument --keyfile/--ssl-key: give --certfile/--ssl-cert with it")
     policy = PolicyConfig(
@@ -476,11 +512,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_memory_mb=args.max_memory_mb,
         max_clip_s=args.max_clip_seconds,
         resume_window_s=args.resume_window,
+        max_session_s=args.max_session_duration,
         write_timeout_s=args.write_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_sessions_per_address=args.max_sessions_per_address,
         max_lag_s=args.max_lag,
         api_keys=list(args.api_key),
+        allowed_origins=origins,
         policy=policy,
         forward_url=args.forward_url,
         max_messages=args.max_messages,

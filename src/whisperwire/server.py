@@ -307,20 +307,35 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
 
     idle = settings.idle_timeout_s
 
-    async def receive_or_idle(ws: WebSocket, session: Session) -> dict[str, Any] | None:
-        """The next ASGI message, or None once the client has sent nothing for `idle`
-        seconds while the server had nothing of its session in hand."""
+    longest = settings.max_session_s
+
+    async def next_message(ws: WebSocket, session: Session) -> dict[str, Any] | str:
+        """The next ASGI message; or "idle" once the client has sent nothing for `idle`
+        seconds while the server had nothing of its session in hand; or "expired" once the
+        session is `longest` seconds old."""
         while True:
-            try:
-                return await asyncio.wait_for(ws.receive(), idle or None)
-            except asyncio.TimeoutError:
-                if not session.in_hand:
-                    return None
+            now = time.monotonic()
+            left = longest - (now - session.opened) if longest else None
+            if left is not None and left <= 0:
+                return "expired"
+            quiet = idle - (now - session.last_heard) if idle else None
+            if quiet is not None and quiet <= 0 and not session.in_hand:
+                return "idle"
+            waits = [w for w in (left, idle if quiet is not None and quiet <= 0 else quiet) if w]
+            with contextlib.suppress(asyncio.TimeoutError):
+                return await asyncio.wait_for(ws.receive(), min(waits) if waits else None)
 
     throttle = AuthThrottle()
     per_address = PerAddress(settings.max_sessions_per_address)
 
+    origins = frozenset(settings.allowed_origins)
+
     async def endpoint(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if origins and origin is not None and origin.lower().rstrip("/") not in origins:
+            log.info("refused a connection from a page of %s", proto.shown(origin))
+            await ws.close(1008)  # before the upgrade: HTTP 403
+            return
         await ws.accept()
         address = ws.client.host if ws.client is not None else "unknown"
         if state.stopping:
@@ -420,12 +435,19 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                     )
             while True:
                 await session.room_for_audio()
-                message = await receive_or_idle(ws, session)
-                if message is None:  # idle: the client is told, the slot is freed
+                message = await next_message(ws, session)
+                if message == "idle":  # the client is told, the slot is freed
                     await session.idle_out(
                         f"nothing received for {idle:g} s (the server's --idle-timeout)"
                     )
                     break
+                if message == "expired":
+                    await session.idle_out(
+                        f"the session is {longest:g} s old (the server's --max-session-duration)",
+                        proto.SESSION_TIMEOUT,
+                    )
+                    break
+                assert isinstance(message, dict)
                 if message["type"] == "websocket.disconnect":
                     break
                 try:

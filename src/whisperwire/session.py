@@ -182,6 +182,7 @@ class Session:
         self._feeding = asyncio.Lock()
         self._stopping = False  # the server is ending the session: late audio is dropped
         self.last_heard = time.monotonic()  # the client's last message
+        self.opened = self.last_heard
         # Resume: while no connection is attached (it dropped), the writer waits; finals sent
         # are kept, as a client may not have received the last ones before the drop.
         self._attached = asyncio.Event()
@@ -289,11 +290,12 @@ class Session:
         """The server is ending this session (shutdown, idle timeout)."""
         return self._stopping
 
-    async def idle_out(self, why: str) -> None:
-        """The client is quiet too long: tell it, finalise its audio, close with 1008."""
+    async def idle_out(self, why: str, code: str = proto.IDLE_TIMEOUT) -> None:
+        """A limit of time is reached (quiet too long, or the session too old): tell the
+        client, finalise its audio, close with 1008."""
         self._stopping = True
-        await self.send_error(proto.IDLE_TIMEOUT, f"{why}; reconnect to continue")
-        await self.end_and_close((1008, "idle timeout"), timeout=10.0)
+        await self.send_error(code, f"{why}; reconnect to continue")
+        await self.end_and_close((1008, code.lower().replace("_", " ")), timeout=10.0)
 
     async def shutdown(self, timeout: float) -> None:
         """The server is stopping: finalise the audio received, as on `end`, then close.

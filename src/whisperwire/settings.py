@@ -34,11 +34,13 @@ class Settings:
     idle_timeout_s: float = 300.0  # a session sending nothing, with nothing in hand; 0: never
     max_memory_mb: float = 0.0  # resident memory before new work is refused; 0: 80 % of RAM
     max_clip_s: float = 7200.0  # a clip's decoded audio
+    max_session_s: float = 86400.0  # a session's age before it is ended; 0: no limit
     resume_window_s: float = 30.0  # a dropped connection may resume within this; 0: never
     write_timeout_s: float = 60.0  # one message waiting to reach a client; 0: never
     handshake_timeout_s: float = 10.0  # a connection's HTTP request (the upgrade); 0: never
     max_lag_s: float = 0.0  # admission: final-word lag kept for admitted streams; 0: auto
     api_keys: list[str] = field(default_factory=list)  # empty: no authentication
+    allowed_origins: list[str] = field(default_factory=list)  # browsers' Origin; empty: any
     # streaming
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     # forwarding

@@ -238,3 +238,44 @@ def test_sigterm_refuses_new_sessions_answers_everyone_and_exits(tmp_path: Path)
     assert errors and errors[0]["code"] == "OVERLOADED" and errors[0]["audio_id"] == "long"
     assert any(m.get("state") == "ready" and m.get("audio_id") == "long" for m in clip_answers)
     assert "Traceback" not in srv.output()
+
+
+def test_only_allowed_origins_may_connect_from_a_browser(tmp_path: Path) -> None:
+    """With --allowed-origin, a page of another origin is refused at the upgrade (HTTP 403),
+    against cross-site WebSocket hijacking; clients that send no Origin are not affected."""
+    from websockets.exceptions import InvalidStatus
+
+    srv = start_server(tmp_path, "--allowed-origin", "https://App.Example/")
+    try:
+        with connect(srv.url, origin="https://app.example", open_timeout=30) as ws:
+            assert recv_json(ws)["state"] == "ready"
+        with connect(srv.url, open_timeout=30) as ws:  # no Origin: not a browser
+            assert recv_json(ws)["state"] == "ready"
+        for other in ("https://evil.example", "http://app.example", "https://app.example:8443"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(srv.url, origin=other, open_timeout=30)
+            assert refused.value.response.status_code == 403, other
+    finally:
+        srv.stop()
+
+
+def test_a_session_past_the_maximum_duration_is_finalised_and_closed(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-session-duration", "4")
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
+    try:
+        with session(srv.url) as ws:
+            assert recv_json(ws)["state"] == "ready"
+            opened = time.monotonic()
+            for start in range(0, len(samples), 1600):  # all of it, and no `end`
+                ws.send(pcm(samples[start : start + 1600]))
+            messages, code = until_closed(ws)
+            lasted = time.monotonic() - opened
+    finally:
+        srv.stop()
+    errors = [m for m in messages if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["SESSION_TIMEOUT"], errors
+    assert "--max-session-duration" in errors[0]["message"]
+    finals = " ".join(m["text"] for m in messages if m["type"] == "final")
+    assert wer([transcripts("jfk")["jfk.flac"]], [finals]) <= 0.1, finals  # nothing lost
+    assert messages[-1]["type"] == "end" and code == 1008
+    assert 3.5 <= lasted < 30, lasted
