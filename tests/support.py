@@ -293,3 +293,24 @@ def transcribe_clip(ws: Any, data: bytes, audio_id: str, **extra: Any) -> dict[s
     got = replies(ws, audio_id)
     assert [m["type"] for m in got][-2:] == ["transcription", "state"], got
     return got[-2]
+
+
+def flac_silence(seconds: int, rate: int = 8000) -> bytes:
+    """Seconds (whole minutes) of digital silence as FLAC in 65535-sample blocks: ~8 bytes
+    a second, a compression bomb."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono", options={"frame_size": "65535"})
+        stream.codec_context.format = "s16"
+        for i in range(seconds // 60):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, rate * 60), np.int16), "s16", "mono")
+            frame.rate, frame.pts = rate, i * rate * 60
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()

@@ -19,6 +19,7 @@ from support import (
     audio_message,
     audio_root,
     encode_audio,
+    flac_silence,
     librispeech_clips,
     load_audio,
     normalizer,
@@ -407,24 +408,6 @@ def test_the_default_limit_takes_a_30_minute_flac(server: Server) -> None:
 
 
 # --------------------------------------------------------------------------- bombs
-
-
-def flac_silence(seconds: float, rate: int = 8000) -> bytes:
-    """A FLAC of digital silence: ~0.65 MB per hour at 8 kHz, built ten seconds at a time."""
-    import av
-
-    out = io.BytesIO()
-    block = np.zeros((1, rate * 10), np.int16)
-    with av.open(out, "w", format="flac") as container:
-        stream = container.add_stream("flac", rate=rate, layout="mono")
-        for i in range(int(seconds // 10)):
-            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
-            frame.rate, frame.pts = rate, i * rate * 10
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
 
 
 def test_flac_bombs_stay_within_the_memory_budget_beside_a_live_stream(tmp_path) -> None:  # noqa: ANN001

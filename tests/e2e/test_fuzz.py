@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import random
 import re
@@ -19,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from support import (
     REPO,
@@ -27,6 +25,7 @@ from support import (
     StreamResult,
     audio_root,
     encode_audio,
+    flac_silence,
     load_audio,
     start_server,
     stream,
@@ -141,22 +140,6 @@ def wav(rate: int = 16000, channels: int = 1, bits: int = 16, tag: int = 1, data
     body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"data"
     body += struct.pack("<I", len(data) if size is None else size) + data
     return b"RIFF" + struct.pack("<I", len(body) if size is None else size) + body
-
-
-def flac_silence(seconds: int, rate: int = 8000) -> bytes:
-    """Seconds of digital silence as FLAC in 65535-sample blocks: ~8 bytes a second."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="flac") as out:
-        st = out.add_stream("flac", rate=rate, layout="mono", options={"frame_size": "65535"})
-        st.codec_context.format = "s16"
-        for i in range(seconds // 60):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, rate * 60), np.int16), "s16", "mono")
-            frame.rate, frame.pts = rate, i * rate * 60
-            for packet in st.encode(frame):
-                out.mux(packet)
-        for packet in st.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
 
 
 def clip_files(speech: np.ndarray, rng: random.Random) -> list[tuple[str, bytes, str | None]]:

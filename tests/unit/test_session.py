@@ -77,6 +77,18 @@ class ScriptedPipeline:
         return np.zeros(0, np.float32), np.zeros(0)
 
 
+def scripted_services(engine: ScriptedEngine, scheduler: Scheduler, **extra: Any) -> Services:
+    return Services(
+        engine=engine,  # type: ignore[arg-type]
+        scheduler=scheduler,
+        policy_config=PolicyConfig(),
+        default_language="en",
+        default_task="transcribe",
+        max_message_bytes=1 << 20,
+        **extra,
+    )
+
+
 def converse(
     fails: Callable[[DecodeRequest, int], bool], speech: list[tuple[float, float]]
 ) -> list[dict[str, Any]]:
@@ -94,14 +106,7 @@ def converse(
     async def main() -> None:
         scheduler = Scheduler(workers=1)
         whisper = FakeWhisper(script(WORDS, 0.5, per_word=0.45))
-        services = Services(
-            engine=ScriptedEngine(whisper, fails),  # type: ignore[arg-type]
-            scheduler=scheduler,
-            policy_config=PolicyConfig(),
-            default_language="en",
-            default_task="transcribe",
-            max_message_bytes=1 << 20,
-        )
+        services = scripted_services(ScriptedEngine(whisper, fails), scheduler)
         session = Session(services, send_text, close)
         await session.open()
         probs = vad_probs(8.0, speech)
@@ -190,15 +195,8 @@ def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(can_abor
             events.append((f"close {code} {reason}", loop.time() - started))
 
         scheduler = Scheduler(workers=1)
-        services = Services(
-            engine=ScriptedEngine(FakeWhisper([]), lambda r, c: False),  # type: ignore[arg-type]
-            scheduler=scheduler,
-            policy_config=PolicyConfig(),
-            default_language="en",
-            default_task="transcribe",
-            max_message_bytes=1 << 20,
-            write_timeout_s=0.2,
-        )
+        engine = ScriptedEngine(FakeWhisper([]), lambda r, c: False)
+        services = scripted_services(engine, scheduler, write_timeout_s=0.2)
 
         def abort() -> None:
             events.append(("abort", loop.time() - started))
@@ -234,16 +232,8 @@ def test_shutdown_while_audio_arrives_finalises_once_without_errors() -> None:
 
     async def main() -> None:
         scheduler = Scheduler(workers=1)
-        services = Services(
-            engine=ScriptedEngine(  # type: ignore[arg-type]
-                FakeWhisper(script(WORDS, 0.5, per_word=0.45)), lambda r, c: False
-            ),
-            scheduler=scheduler,
-            policy_config=PolicyConfig(),
-            default_language="en",
-            default_task="transcribe",
-            max_message_bytes=1 << 20,
-        )
+        whisper = FakeWhisper(script(WORDS, 0.5, per_word=0.45))
+        services = scripted_services(ScriptedEngine(whisper, lambda r, c: False), scheduler)
         session = Session(services, send_text, close)
         await session.open()
         probs = vad_probs(8.0, SPEECH)
