@@ -164,7 +164,24 @@ def send_clip(path: Path, data: bytes, options: Options, printer: Printer) -> bo
     failure: str | None = None
     with _connect(options.url, context) as ws:
         try:
-            ws.send(json.dumps(message))
+            greeting_raw = ws.recv(timeout=30)
+            printer.message(str(greeting_raw))
+            greeting = _json(greeting_raw)
+            if greeting.get("type") == "error":  # refused: no key, or no room
+                failure = f"{greeting.get('code')}: {greeting.get('message')}"
+                printer.error(f"{path}: {failure}")
+                return False
+            text = json.dumps(message)
+            limit = greeting.get("config", {}).get("max_message_bytes")
+            if isinstance(limit, int) and len(text) > limit:  # base64 and JSON: ASCII
+                failure = (
+                    f"MESSAGE_TOO_BIG: the file is {len(text) / 2**20:.1f} MiB as a message; "
+                    f"the server takes up to {limit / 2**20:.1f} MiB (its --max-message-mb): "
+                    "send it with --stream, or split it"
+                )
+                printer.error(f"{path}: {failure}")
+                return False
+            ws.send(text)
             for raw in ws:
                 printer.message(str(raw))
                 event = _json(raw)
@@ -184,6 +201,9 @@ def send_clip(path: Path, data: bytes, options: Options, printer: Printer) -> bo
             else:
                 failure = "the server closed the connection before answering"
                 printer.error(f"{path}: {failure}")
+        except TimeoutError:
+            failure = "the server sent no greeting within 30 s"
+            printer.error(f"{path}: {failure}")
         except ConnectionClosed as exc:
             failure = _closed_reason(exc)
             printer.error(f"{path}: {failure}")

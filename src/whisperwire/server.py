@@ -35,6 +35,7 @@ Peer = tuple[str, int]  # a client's address and port
 # At --max-sessions, a session whose client has sent nothing for this long (or the idle
 # timeout, if shorter) gives its slot to a new client.
 QUIET_YIELD_S = 10.0
+LINGER_S = 2.0  # after a refused frame, the client's data is read and dropped this long
 RESUME_PARAMETERS = ("resume", "last_segment")  # query parameters of a reconnecting client
 
 
@@ -177,6 +178,7 @@ class App:
         """The connection dropped before `end`: keep the session --resume-window seconds for
         its client to reconnect with `?resume=SESSION_ID`; decoding goes on meanwhile."""
         session.detach()
+        self.load.stream_closed(session.id)  # not a live stream while nobody sends
         loop = asyncio.get_running_loop()
 
         def expire() -> None:
@@ -296,6 +298,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "batching": {
                 "max_batch": state.scheduler.max_batch,
                 "batches_run": state.scheduler.batches_run,
+                "wide_runs": state.scheduler.wide_runs,
             },
             "load": state.load.status(),
             "memory": state.memory.status(),
@@ -412,6 +415,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
 
         if resumed is not None:
             session = resumed
+            load.stream_opened(session.id)
             log.info("session %s resumed from %s", session.id, ws.client)
         else:
             query = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMETERS}
@@ -419,6 +423,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             state.sessions[session.id] = session
             load.stream_opened(session.id)
             log.info("session %s opened from %s", session.id, ws.client)
+        dropped = False  # the connection went without the client's close frame
         try:
             if resumed is not None:
                 last = ws.query_params.get("last_segment", "")
@@ -449,6 +454,9 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                     break
                 assert isinstance(message, dict)
                 if message["type"] == "websocket.disconnect":
+                    # A client that closes with a code (1000, 1001...) has left; without
+                    # one (1005, 1006) the connection dropped, and it may come back.
+                    dropped = message.get("code") in (1005, 1006)
                     break
                 try:
                     if message.get("bytes") is not None:
@@ -463,9 +471,9 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
                         f"the server failed on that message (incident {ref} in its log)",
                     )
         except (WebSocketDisconnect, RuntimeError):
-            pass
+            dropped = True
         finally:
-            if session.resumable and not session.ending and not state.stopping:
+            if dropped and session.resumable and not session.ending and not state.stopping:
                 state.park(session)
             else:
                 await state.retire(session)
@@ -521,6 +529,25 @@ def websocket_protocol(transports: dict[Peer, asyncio.Transport]) -> type[asynci
             if self.client is not None and transports.get(self.client) is self.transport:
                 del transports[self.client]
             super().connection_lost(exc)
+
+        def handle_parser_exception(self) -> None:
+            """A frame the server refuses (over the size limit, malformed): the close frame
+            (1009, 1002, ...) is sent, then what the client is still sending is read and
+            dropped for LINGER_S before the socket closes. Closing at once, with its data
+            unread, would reset the connection, and the client would lose the close frame
+            that says why."""
+            close = self.conn.close_sent
+            code, reason = (close.code, close.reason) if close is not None else (1002, "")
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self._lingering = True
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+        def data_received(self, data: bytes) -> None:
+            if getattr(self, "_lingering", False):
+                return  # after a refused frame: dropped
+            super().data_received(data)
 
     return Registered
 

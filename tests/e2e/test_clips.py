@@ -374,8 +374,8 @@ def test_message_just_over_the_limit_is_refused_and_the_session_goes_on(
 def test_message_far_over_the_limit_closes_with_1009_and_a_reason(small_server: Server) -> None:
     with session(small_server.url) as ws:
         recv_json(ws)
-        ws.send(audio_message(b"\0" * 3 * 1024 * 1024, "huge"))
-        with pytest.raises(ConnectionClosed) as info:
+        with pytest.raises(ConnectionClosed) as info:  # while sending it, or after
+            ws.send(audio_message(b"\0" * 3 * 1024 * 1024, "huge"))
             recv_json(ws)
     close = info.value.rcvd
     assert close is not None and close.code == 1009 and "limit" in close.reason

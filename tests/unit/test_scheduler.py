@@ -177,3 +177,58 @@ def test_a_failing_batch_fails_each_of_its_jobs() -> None:
     first, second, after = asyncio.run(main())
     assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
     assert after == 7
+
+
+def test_a_job_alone_runs_wide_and_holds_the_other_workers() -> None:
+    """With two workers: a job taken while nothing else runs or waits runs as its wide form,
+    and a job queued meanwhile waits for it to finish instead of sharing the cores."""
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=2)
+        events: list[str] = []
+        gate = threading.Event()
+
+        def wide() -> str:
+            events.append("wide started")
+            gate.wait(5)
+            events.append("wide done")
+            return "wide"
+
+        first = asyncio.create_task(scheduler.run("a", lambda: "narrow", wide=wide))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(
+            scheduler.run("b", lambda: events.append("second") or "narrow b")
+        )
+        await asyncio.sleep(0.1)
+        assert events == ["wide started"], "the other worker waits"
+        gate.set()
+        assert await first == "wide" and await second == "narrow b"
+        assert events == ["wide started", "wide done", "second"]
+        assert scheduler.wide_runs == 1
+        scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_jobs_that_wait_together_run_narrow_side_by_side() -> None:
+    """Jobs taken while another worker is busy run narrow, side by side, never wide."""
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=2)
+        both = threading.Barrier(2, timeout=5)  # passes only if the two run at the same time
+        hold = threading.Event()
+        blocker = asyncio.create_task(scheduler.run("x", lambda: hold.wait(5)))  # no wide
+        await asyncio.sleep(0.05)
+        jobs = [
+            asyncio.create_task(scheduler.run(key, both.wait, wide=lambda: "wide"))
+            for key in ("a", "b")
+        ]
+        await asyncio.sleep(0.05)
+        hold.set()  # "a" runs beside the blocker, "b" once it ends: neither alone
+        await blocker
+        results = await asyncio.gather(*jobs)
+        assert all(isinstance(r, int) for r in results), results  # Barrier.wait's index
+        assert scheduler.wide_runs == 0
+        scheduler.close()
+
+    asyncio.run(main())
