@@ -120,14 +120,6 @@ def build_parser() -> Parser:
         "saves nothing",
     )
     m.add_argument(
-        "--wide-decodes",
-        action=argparse.BooleanOptionalAction,
-        default=_env("WIDE_DECODES", "1") not in ("0", "false", "no"),
-        help="on a CPU with several workers, a decode that runs while no other waits uses "
-        "every worker's threads, on a second copy of the model (on 2 cores one stream's "
-        "decodes take a third less time)",
-    )
-    m.add_argument(
         "-l",
         "--language",
         default=_env("LANGUAGE", None),
@@ -501,7 +493,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         workers=args.workers,
         batch=args.batch,
-        wide_decodes=args.wide_decodes,
         language=language or "auto",
         translate=args.translate,
         no_gpu=args.no_gpu,
@@ -598,7 +589,6 @@ def run_serve(settings: Settings, explicit_language: bool, model_flag: str) -> i
         threads=settings.threads,
         workers=settings.workers,
         batch=settings.batch,
-        wide=settings.wide_decodes,
         beam_size=settings.beam_size,
         partial_beam_size=settings.partial_beam_size,
         cache_dir=settings.checkpoint_cache_dir,

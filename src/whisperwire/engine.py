@@ -94,9 +94,6 @@ class EngineOptions:
     beam_size: int = 5  # the decodes whose words become final
     partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
-    # CPU, several workers: a decode that runs while nothing else waits takes every thread
-    # (a second copy of the model, one replica of workers x threads)
-    wide: bool = True
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
 
@@ -176,20 +173,6 @@ class Engine:
                 num_workers=self.workers,
                 local_files_only=source.kind != "hub",
             )
-            # One stream on a 2-core CPU decodes a third faster with both threads in one
-            # replica than in one of two single-thread replicas: it gets that while alone.
-            self.wide_model = (
-                WhisperModel(
-                    location,
-                    device=options.device,
-                    compute_type=options.compute_type,
-                    cpu_threads=threads * self.workers,
-                    num_workers=1,
-                    local_files_only=source.kind != "hub",
-                )
-                if options.wide and options.device == "cpu" and self.workers > 1
-                else None
-            )
         except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
             raise ModelError(f"cannot load model {source.location}: {exc}") from exc
         self.name = BUNDLED if source.kind == "bundled" else source.location
@@ -228,19 +211,13 @@ class Engine:
             "vad_filter": False,
         }
 
-    def decode(self, request: DecodeRequest, wide: bool = False) -> Hypothesis:
+    def decode(self, request: DecodeRequest) -> Hypothesis:
         """A partial update is decoded greedily, with no temperature fallback: its words are
         revised by the next decode anyway. The decode whose words become final (a region's
-        end, a full window) gets the beam search and the fallback. `wide`: on the copy of
-        the model that takes every thread (only while no other decode runs)."""
+        end, a full window) gets the beam search and the fallback."""
         partial = request.kind == "partial"
         return self.decode_window(
-            request.audio,
-            request.prompt,
-            request.language,
-            request.task,
-            thorough=not partial,
-            wide=wide,
+            request.audio, request.prompt, request.language, request.task, thorough=not partial
         )
 
     def batch_group(self, request: DecodeRequest) -> tuple[str, str, str] | None:
@@ -302,14 +279,12 @@ class Engine:
         language: str | None,
         task: str,
         thorough: bool = True,
-        wide: bool = False,
     ) -> Hypothesis:
         """One window of at most 30 s -> words with times relative to the window."""
         options = self._common(language, task)
         if not thorough:
             options["beam_size"] = self.options.partial_beam_size
-        model = self.wide_model if wide and self.wide_model is not None else self.model
-        segments, info = model.transcribe(
+        segments, info = self.model.transcribe(
             audio,
             initial_prompt=prompt or None,
             word_timestamps=True,

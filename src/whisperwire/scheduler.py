@@ -49,7 +49,6 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     batchable: Batchable | None = None
-    wide: Callable[[], Any] | None = None  # the job as it runs with every thread
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -58,9 +57,6 @@ class Scheduler:
         self.max_pending = max_pending
         self.max_batch = max(1, max_batch)
         self.batches_run = 0  # calls that ran more than one job
-        self.wide_runs = 0  # jobs that ran alone, with every thread
-        self._busy = 0  # workers running a job
-        self._wide = False  # a wide job runs: the other workers wait
         self._queues: OrderedDict[str, deque[_Job]] = OrderedDict()
         self._pending = 0
         self._cond = threading.Condition()
@@ -78,17 +74,9 @@ class Scheduler:
     def pending(self) -> int:
         return self._pending
 
-    async def run(
-        self,
-        key: str,
-        fn: Callable[[], T],
-        batchable: Batchable | None = None,
-        wide: Callable[[], T] | None = None,
-    ) -> T:
+    async def run(self, key: str, fn: Callable[[], T], batchable: Batchable | None = None) -> T:
         """Run `fn()` on a worker thread, in fair turn with other keys; await its result.
-        With `batchable`, the job may instead run in one call with others of its group.
-        With `wide`, a job taken while no worker is busy and nothing else waits runs as
-        `wide()` (with every thread), and the other workers wait until it is done."""
+        With `batchable`, the job may instead run in one call with others of its group."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
@@ -96,25 +84,20 @@ class Scheduler:
                 raise Overloaded("the server is shutting down")
             if self._pending >= self.max_pending:
                 raise Overloaded(f"{self._pending} inference jobs are already queued")
-            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable, wide))
+            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable))
             self._pending += 1
             self._cond.notify()
         return await future
 
-    def _next_jobs(self) -> tuple[list[_Job], bool] | None:
-        """The next job in turn, and the jobs of its batch group at the head of other keys;
-        and whether it runs wide (alone, with every thread)."""
+    def _next_jobs(self) -> list[_Job] | None:
+        """The next job in turn, and the jobs of its batch group at the head of other keys."""
         with self._cond:
-            while not self._stopping and (not self._pending or self._wide):
+            while not self._stopping and not self._pending:
                 self._cond.wait()
             if not self._pending:
                 return None
             first = next(iter(self._queues))
             jobs = [self._take(first)]
-            self._busy += 1
-            if jobs[0].wide is not None and self._busy == 1 and not self._pending:
-                self._wide = True
-                return jobs, True
             group = jobs[0].batchable.group if jobs[0].batchable is not None else None
             if group is not None and self.max_batch > 1:
                 for key, queue in list(self._queues.items()):
@@ -126,7 +109,7 @@ class Scheduler:
                     same = head.batchable is not None and head.batchable.group == group
                     if same and not head.future.cancelled():
                         jobs.append(self._take(key))
-            return jobs, False
+            return jobs
 
     def _take(self, key: str) -> _Job:
         """Pop the first job of `key`; the key goes to the back of the line."""
@@ -138,26 +121,13 @@ class Scheduler:
         return job
 
     def _work(self) -> None:
-        while (taken := self._next_jobs()) is not None:
-            jobs, wide = taken
-            try:
-                self._run(jobs, wide)
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    if wide:
-                        self._wide = False
-                        self._cond.notify_all()
-
-    def _run(self, jobs: list[_Job], wide: bool) -> None:
-        jobs = [job for job in jobs if not job.future.cancelled()]  # sessions gone
-        if jobs:
+        while (jobs := self._next_jobs()) is not None:
+            jobs = [job for job in jobs if not job.future.cancelled()]  # sessions gone
+            if not jobs:
+                continue
             started = time.monotonic()
             try:
-                if wide:
-                    results = [jobs[0].wide()]  # type: ignore[misc]
-                    self.wide_runs += 1
-                elif len(jobs) == 1:
+                if len(jobs) == 1:
                     results = [jobs[0].fn()]
                 else:
                     batch = jobs[0].batchable

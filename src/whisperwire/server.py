@@ -298,7 +298,6 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "batching": {
                 "max_batch": state.scheduler.max_batch,
                 "batches_run": state.scheduler.batches_run,
-                "wide_runs": state.scheduler.wide_runs,
             },
             "load": state.load.status(),
             "memory": state.memory.status(),

@@ -411,23 +411,21 @@ class Session:
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
 
-        def timed(wide: bool = False) -> tuple[Hypothesis, float | None]:
+        def timed() -> tuple[Hypothesis, float]:
             started = time.perf_counter()
-            hypothesis = engine.decode(request, wide=wide)
-            # A wide decode's time says nothing of the machine's load: not recorded.
-            return hypothesis, None if wide else time.perf_counter() - started
+            hypothesis = engine.decode(request)
+            return hypothesis, time.perf_counter() - started
 
         group = engine.batch_group(request) if engine.batch > 1 else None
         batchable = None if group is None else Batchable(group, request, _timed_batch(engine))
-        wide = (lambda: timed(wide=True)) if engine.wide_model is not None else None
         try:
-            hypothesis, seconds = await self.services.scheduler.run(self.id, timed, batchable, wide)
+            hypothesis, seconds = await self.services.scheduler.run(self.id, timed, batchable)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
             await self._decode_failed(request, exc)
         else:
-            if self.services.load is not None and seconds is not None:
+            if self.services.load is not None:
                 self.services.load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
             self.policy.apply(request, hypothesis)

@@ -14,7 +14,6 @@ class Settings:
     threads: int = 0  # per worker; 0: the cores shared out among the workers
     workers: int = 0  # decodes at once, on one copy of the weights; 0: one per core (CPU)
     batch: int = 0  # sessions' partial windows decoded in one call; 0: 8 on a GPU, 1 on a CPU
-    wide_decodes: bool = True  # CPU: a decode alone on the machine takes every thread
     language: str = "auto"  # "en" is forced for English-only models
     translate: bool = False
     no_gpu: bool = False

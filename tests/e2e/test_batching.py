@@ -10,15 +10,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from support import (
-    audio_root,
-    librispeech_clips,
-    load_audio,
-    start_server,
-    stream,
-    transcripts,
-    wer,
-)
+from support import audio_root, librispeech_clips, load_audio, start_server, stream, wer
 
 from whisperwire.engine import Engine, EngineOptions, resolve_model
 from whisperwire.policy import SAMPLE_RATE, DecodeRequest
@@ -103,23 +95,3 @@ def test_a_batching_server_transcribes_concurrent_streams(tmp_path) -> None:  # 
         others = [wer([refs[j]], [hyp]) for j in range(len(clips)) if j != i]
         assert wer([refs[i]], [hyp]) < min(others), (i, hyp)  # each gets its own words
     assert wer(refs, hyps) <= 0.25, hyps
-
-
-def test_a_lone_stream_decodes_wide_and_as_well(tmp_path) -> None:  # noqa: ANN001
-    """Two workers (the default on 2 cores): a stream alone on the server is decoded on the
-    copy of the model that takes both threads, with the same words; --no-wide-decodes runs
-    every decode on a one-thread worker."""
-    samples = load_audio(audio_root() / "jfk" / "jfk.flac")
-    reference = transcripts("jfk")["jfk.flac"]
-    runs = {}
-    for flags in ((), ("--no-wide-decodes",)):
-        srv = start_server(tmp_path, "-w", "2", *flags)
-        try:
-            text = stream(srv.url, samples, realtime=True).text
-            health = httpx.get(f"http://127.0.0.1:{srv.port}/health").json()
-        finally:
-            srv.stop()
-        runs[flags] = (wer([reference], [text]), health["batching"]["wide_runs"])
-    print(runs)
-    assert runs[()][0] <= 0.1 and runs[()][1] > 0
-    assert runs[("--no-wide-decodes",)][0] <= 0.1 and runs[("--no-wide-decodes",)][1] == 0

@@ -46,7 +46,6 @@ class ScriptedEngine:
     multilingual = False
     languages = frozenset({"en"})
     batch = 1  # no batched decodes
-    wide_model = None  # no wide decodes
 
     def __init__(self, whisper: FakeWhisper, fails: Callable[[DecodeRequest, int], bool]) -> None:
         """`fails(request, call)`, call counting from 1: should this decode raise?"""
@@ -54,7 +53,7 @@ class ScriptedEngine:
         self.fails = fails
         self.calls = 0
 
-    def decode(self, request: DecodeRequest, wide: bool = False) -> Hypothesis:
+    def decode(self, request: DecodeRequest) -> Hypothesis:
         self.calls += 1
         if self.fails(request, self.calls):
             raise RuntimeError("the model fell over")
