@@ -361,10 +361,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         resume = ws.query_params.get("resume")
         resumed = await state.take_over(resume) if resume else None
         if resumed is not None:  # admitted when it first connected
-            try:
-                await serve_session(ws, resumed)
-            finally:
-                per_address.release(address)  # per_address.admit was not called: no-op
+            await serve_session(ws, resumed)
             return
         full = len(state.sessions) >= settings.max_sessions
         if full and not (idle and state.make_room(min(idle, QUIET_YIELD_S))):

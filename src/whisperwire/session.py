@@ -261,8 +261,8 @@ class Session:
         # Sent before the writer goes on (it waits, holding the first message not yet sent).
         for message in [greeting, *missed]:
             frame = self.codec.encode(message)
-            if frame is not None:
-                await self._send_text(frame)
+            if frame is not None:  # a new connection that does not read: the session ends
+                await asyncio.wait_for(self._send_text(frame), self.services.write_timeout_s or None)
         self._attached.set()
 
     async def finalise_unattended(self, timeout: float) -> None:
