@@ -259,10 +259,12 @@ class Session:
             "config": self.codec.config.model_dump(),
         }
         # Sent before the writer goes on (it waits, holding the first message not yet sent).
+        # A new connection that does not read them in time ends the session.
+        limit = self.services.write_timeout_s or None
         for message in [greeting, *missed]:
             frame = self.codec.encode(message)
-            if frame is not None:  # a new connection that does not read: the session ends
-                await asyncio.wait_for(self._send_text(frame), self.services.write_timeout_s or None)
+            if frame is not None:
+                await asyncio.wait_for(self._send_text(frame), limit)
         self._attached.set()
 
     async def finalise_unattended(self, timeout: float) -> None:
