@@ -9,7 +9,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from types import FrameType
 from typing import Any
 
@@ -169,10 +169,14 @@ class App:
             work = session.idle_out(
                 f"the server is full and this session sent nothing for {silent:.0f} s"
             )
+        self._spawn(work)
+        return True
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (ending a session) beside the server, holding its task until done."""
         task = asyncio.get_running_loop().create_task(work)
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
-        return True
 
     def park(self, session: Session) -> None:
         """The connection dropped before `end`: keep the session --resume-window seconds for
@@ -183,9 +187,7 @@ class App:
 
         def expire() -> None:
             if self.parked.pop(session.id, None) is not None:
-                task = loop.create_task(self.retire(session, finalise=30.0))
-                self._ending.add(task)
-                task.add_done_callback(self._ending.discard)
+                self._spawn(self.retire(session, finalise=30.0))
 
         self.parked[session.id] = loop.call_later(self.settings.resume_window_s, expire)
         log.info("session %s parked for %g s", session.id, self.settings.resume_window_s)

@@ -293,10 +293,14 @@ class Session:
         """The server is ending this session (shutdown, idle timeout)."""
         return self._stopping
 
-    async def idle_out(self, why: str, code: str = proto.IDLE_TIMEOUT) -> None:
-        """A limit of time is reached (quiet too long, or the session too old): tell the
-        client, finalise its audio, close with 1008."""
+    def idle_out(self, why: str, code: str = proto.IDLE_TIMEOUT) -> Coroutine[Any, Any, None]:
+        """A limit of time is reached (quiet too long, or the session too old): the work that
+        tells the client, finalises its audio and closes with 1008. The session is `ending`
+        from this call on, before that work runs: nobody picks it to end it twice."""
         self._stopping = True
+        return self._time_out(why, code)
+
+    async def _time_out(self, why: str, code: str) -> None:
         await self.send_error(code, f"{why}; reconnect to continue")
         await self.end_and_close((1008, code.lower().replace("_", " ")), timeout=10.0)
 
