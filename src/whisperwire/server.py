@@ -539,13 +539,17 @@ def websocket_protocol(transports: dict[Peer, asyncio.Transport]) -> type[asynci
             self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
-            self._lingering = True
-            self.loop.call_later(LINGER_S, self.transport.close)
+            self._lingering = True  # uvicorn leaves a transport with a close timer open when
+            self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)  # the app ends
 
         def data_received(self, data: bytes) -> None:
-            if getattr(self, "_lingering", False):
-                return  # after a refused frame: dropped
-            super().data_received(data)
+            if not getattr(self, "_lingering", False):
+                super().data_received(data)
+            elif self.conn.parser_exc is None and self.conn.close_rcvd is None:
+                self.conn.receive_data(data)  # after a refused message (1007): frames are
+                self.conn.events_received()  # dropped, and the client's close ends the wait
+                if self.conn.close_rcvd is not None or self.conn.parser_exc is not None:
+                    self.transport.close()
 
     return Registered
 

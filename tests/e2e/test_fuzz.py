@@ -341,6 +341,7 @@ class Fuzzer:
             self.collect(out, f"sync-{self.sync}")
         except ConnectionClosed as closed:
             out.closed = closed.rcvd.code if closed.rcvd is not None else -1
+            self.drain(out)
             self.ws = None
         except TimeoutError:
             out.problems.append(f"no pong (or a clip's `ready`) within {case.timeout:g} s")
@@ -349,6 +350,13 @@ class Fuzzer:
         with self.server.log.open("rb") as f:
             out.log = f.read()[offset:].decode(errors="replace")
         return out
+
+    def drain(self, out: Outcome) -> None:
+        """The replies that came before the close: a send after the server's `end` raises
+        ConnectionClosed before the receiving loop has read the `end` already queued."""
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            while self.ws is not None:
+                self.receive(out, timeout=0)
 
     def receive(self, out: Outcome, timeout: float = 30) -> dict[str, Any]:
         assert self.ws is not None
