@@ -129,7 +129,7 @@ def retrying(
 
     def last_outcome(state: RetryCallState) -> Outcome:
         assert state.outcome is not None
-        return state.outcome.result()  # type: ignore[no-any-return]
+        return state.outcome.result()
 
     return AsyncRetrying(
         retry=retry_if_result(lambda outcome: outcome.kind == "retry"),
