@@ -375,6 +375,18 @@ def _call_as_nobody(function: Callable[[], object]) -> str:
     return outcome
 
 
+def _outcome_without_privileges(function: Callable[[], object]) -> str:
+    """``function``'s CheckpointError as a string; as root, it runs in a child that is nobody."""
+    if os.geteuid() != 0:
+        with pytest.raises(CheckpointError) as excinfo:
+            function()
+        return f"CheckpointError: {excinfo.value}"
+    outcome = _call_as_nobody(function)
+    if outcome.startswith("setuid:"):
+        pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    return outcome
+
+
 @pytest.fixture
 def world_traversable_dir() -> Iterator[Path]:
     """A directory another user can reach (pytest's tmp_path lives under a 0700 directory)."""
@@ -393,17 +405,7 @@ def test_unreadable_directory(world_traversable_dir: Path, fake: FakeConverter) 
     ckpt.chmod(0o000)
     cache = world_traversable_dir / "cache"
 
-    def attempt() -> None:
-        prepare(ckpt, cache, fake)
-
-    if os.geteuid() != 0:
-        with pytest.raises(CheckpointError) as excinfo:
-            attempt()
-        outcome = f"CheckpointError: {excinfo.value}"
-    else:
-        outcome = _call_as_nobody(attempt)
-        if outcome.startswith("setuid:"):
-            pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    outcome = _outcome_without_privileges(lambda: prepare(ckpt, cache, fake))
     assert outcome.startswith("CheckpointError: cannot read checkpoint directory"), outcome
     assert "Permission denied" in outcome and "\n" not in outcome
     assert fake.calls == 0
@@ -412,16 +414,22 @@ def test_unreadable_directory(world_traversable_dir: Path, fake: FakeConverter) 
 def test_unreadable_weights_file(world_traversable_dir: Path, fake: FakeConverter) -> None:
     ckpt = make_checkpoint(world_traversable_dir / "ckpt")
     (ckpt / "model.safetensors").chmod(0o000)
-    if os.geteuid() != 0:
-        with pytest.raises(CheckpointError) as excinfo:
-            prepare(ckpt, world_traversable_dir / "cache", fake)
-        outcome = f"CheckpointError: {excinfo.value}"
-    else:
-        outcome = _call_as_nobody(lambda: prepare(ckpt, world_traversable_dir / "cache", fake))
-        if outcome.startswith("setuid:"):
-            pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    outcome = _outcome_without_privileges(
+        lambda: prepare(ckpt, world_traversable_dir / "cache", fake)
+    )
     assert outcome.startswith("CheckpointError: cannot read"), outcome
     assert "model.safetensors" in outcome
+
+
+def test_read_only_cache(world_traversable_dir: Path, fake: FakeConverter) -> None:
+    """A cache directory the user cannot write: the lock file is refused, in one line."""
+    ckpt = make_checkpoint(world_traversable_dir / "ckpt")
+    cache = world_traversable_dir / "cache"
+    cache.mkdir(mode=0o555)
+    outcome = _outcome_without_privileges(lambda: prepare(ckpt, cache, fake))
+    assert outcome.startswith(f"CheckpointError: cannot lock {cache}/whisper-"), outcome
+    assert "Permission denied" in outcome and "\n" not in outcome
+    assert fake.calls == 0
 
 
 def test_tokenizer_not_matching_the_model(
