@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from whisperwire import vad
+from whisperwire.languages import admit_languages
 from whisperwire.policy import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
 
 log = logging.getLogger("whisperwire.engine")
@@ -98,23 +99,6 @@ class EngineOptions:
     base_model: str | None = None
 
 
-def _admit_languages(codes: list[str]) -> None:
-    """Let faster-whisper accept language codes a fine-tune's tokenizer added.
-
-    faster-whisper checks codes against its fixed list of Whisper's languages, although the
-    model and tokenizer would take any `<|code|>` token; a checkpoint trained on a new
-    language carries such a token. Its list is module state, so it is extended here.
-    """
-    import faster_whisper.tokenizer as tokenizer
-    import faster_whisper.transcribe as transcribe
-
-    extra = tuple(code for code in codes if code not in tokenizer._LANGUAGE_CODES)
-    if extra:
-        log.info("admitting language codes known to the checkpoint: %s", ", ".join(extra))
-        tokenizer._LANGUAGE_CODES = tokenizer._LANGUAGE_CODES + extra
-        transcribe._LANGUAGE_CODES = tokenizer._LANGUAGE_CODES
-
-
 def cuda_available() -> bool:
     try:
         import ctranslate2
@@ -186,7 +170,11 @@ class Engine:
             known = checkpoint_languages(location, multilingual=True)
             if known:
                 self.languages = frozenset(known)
-                _admit_languages(known)
+                admitted = admit_languages(known)
+                if admitted:
+                    log.info(
+                        "admitting language codes known to the checkpoint: %s", ", ".join(admitted)
+                    )
 
     def warm_up(self) -> float:
         """One decode of silence, so the first user request does not pay for lazy set-up;

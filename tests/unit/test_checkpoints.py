@@ -33,7 +33,6 @@ from whisperwire.checkpoints import (
     check_converter_version,
     checkpoint_languages,
     default_cache_dir,
-    is_hf_checkpoint,
     prepare_checkpoint,
     quantization_for,
 )
@@ -134,10 +133,18 @@ class FakeConverter:
     ``lang_ids`` (as the real converter writes with transformers 5) and the ``copy_files``.
     """
 
-    def __init__(self, record: Path, *, delay: float = 0.0, error: Exception | None = None):
+    def __init__(
+        self,
+        record: Path,
+        *,
+        delay: float = 0.0,
+        error: Exception | None = None,
+        gate: threading.Event | None = None,
+    ):
         self.record = record
         self.delay = delay
         self.error = error
+        self.gate = gate  # when given, a conversion waits for it (at most 30 s)
 
     def __call__(self, model_dir: str, copy_files: list[str] | None = None) -> Any:
         fake = self
@@ -147,6 +154,8 @@ class FakeConverter:
                 with fake.record.open("a") as fh:
                     fh.write(f"{model_dir} {quantization}\n")
                 time.sleep(fake.delay)
+                if fake.gate is not None:
+                    fake.gate.wait(timeout=30)
                 if fake.error is not None:
                     raise fake.error
                 out = Path(output_dir)
@@ -228,18 +237,6 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "whisperwire" / "checkpoints"
-
-
-def test_is_hf_checkpoint(tmp_path: Path, checkpoint: Path) -> None:
-    assert is_hf_checkpoint(checkpoint)
-    assert is_hf_checkpoint(str(checkpoint))
-    assert not is_hf_checkpoint(make_checkpoint(tmp_path / "bert", model_type="bert"))
-    assert not is_hf_checkpoint(tmp_path / "missing")
-    assert not is_hf_checkpoint(checkpoint / "config.json")
-    ct2_dir = tmp_path / "ct2"
-    ct2_dir.mkdir()
-    (ct2_dir / "config.json").write_text('{"lang_ids": [], "suppress_ids": []}')
-    assert not is_hf_checkpoint(ct2_dir)
 
 
 def test_checkpoint_error_is_one_line() -> None:
@@ -378,6 +375,18 @@ def _call_as_nobody(function: Callable[[], object]) -> str:
     return outcome
 
 
+def _outcome_without_privileges(function: Callable[[], object]) -> str:
+    """``function``'s CheckpointError as a string; as root, it runs in a child that is nobody."""
+    if os.geteuid() != 0:
+        with pytest.raises(CheckpointError) as excinfo:
+            function()
+        return f"CheckpointError: {excinfo.value}"
+    outcome = _call_as_nobody(function)
+    if outcome.startswith("setuid:"):
+        pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    return outcome
+
+
 @pytest.fixture
 def world_traversable_dir() -> Iterator[Path]:
     """A directory another user can reach (pytest's tmp_path lives under a 0700 directory)."""
@@ -396,17 +405,7 @@ def test_unreadable_directory(world_traversable_dir: Path, fake: FakeConverter) 
     ckpt.chmod(0o000)
     cache = world_traversable_dir / "cache"
 
-    def attempt() -> None:
-        prepare(ckpt, cache, fake)
-
-    if os.geteuid() != 0:
-        with pytest.raises(CheckpointError) as excinfo:
-            attempt()
-        outcome = f"CheckpointError: {excinfo.value}"
-    else:
-        outcome = _call_as_nobody(attempt)
-        if outcome.startswith("setuid:"):
-            pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    outcome = _outcome_without_privileges(lambda: prepare(ckpt, cache, fake))
     assert outcome.startswith("CheckpointError: cannot read checkpoint directory"), outcome
     assert "Permission denied" in outcome and "\n" not in outcome
     assert fake.calls == 0
@@ -415,16 +414,22 @@ def test_unreadable_directory(world_traversable_dir: Path, fake: FakeConverter) 
 def test_unreadable_weights_file(world_traversable_dir: Path, fake: FakeConverter) -> None:
     ckpt = make_checkpoint(world_traversable_dir / "ckpt")
     (ckpt / "model.safetensors").chmod(0o000)
-    if os.geteuid() != 0:
-        with pytest.raises(CheckpointError) as excinfo:
-            prepare(ckpt, world_traversable_dir / "cache", fake)
-        outcome = f"CheckpointError: {excinfo.value}"
-    else:
-        outcome = _call_as_nobody(lambda: prepare(ckpt, world_traversable_dir / "cache", fake))
-        if outcome.startswith("setuid:"):
-            pytest.skip(f"running as root and cannot drop to nobody ({outcome})")
+    outcome = _outcome_without_privileges(
+        lambda: prepare(ckpt, world_traversable_dir / "cache", fake)
+    )
     assert outcome.startswith("CheckpointError: cannot read"), outcome
     assert "model.safetensors" in outcome
+
+
+def test_read_only_cache(world_traversable_dir: Path, fake: FakeConverter) -> None:
+    """A cache directory the user cannot write: the lock file is refused, in one line."""
+    ckpt = make_checkpoint(world_traversable_dir / "ckpt")
+    cache = world_traversable_dir / "cache"
+    cache.mkdir(mode=0o555)
+    outcome = _outcome_without_privileges(lambda: prepare(ckpt, cache, fake))
+    assert outcome.startswith(f"CheckpointError: cannot lock {cache}/whisper-"), outcome
+    assert "Permission denied" in outcome and "\n" not in outcome
+    assert fake.calls == 0
 
 
 def test_tokenizer_not_matching_the_model(
@@ -587,6 +592,40 @@ def test_two_threads_convert_once(checkpoint: Path, cache: Path, tmp_path: Path)
     assert slow.calls == 1
     assert len(results) == 2 and results[0] == results[1]
     assert (results[0] / MARKER).is_file()
+
+
+def test_a_second_caller_waits_for_the_running_conversion_and_reuses_it(
+    checkpoint: Path, cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="whisperwire.checkpoints")
+    gate = threading.Event()
+    gated = FakeConverter(tmp_path / "gated.log", gate=gate)
+    results: dict[str, Path] = {}
+
+    def work(name: str) -> None:
+        results[name] = prepare(checkpoint, cache, gated)
+
+    def logged(fragment: str) -> bool:
+        return any(fragment in record.getMessage() for record in caplog.records)
+
+    first = threading.Thread(target=work, args=("first",), daemon=True)
+    first.start()
+    deadline = time.monotonic() + 30
+    while gated.calls == 0 and time.monotonic() < deadline:  # the first one converts
+        time.sleep(0.02)
+    second = threading.Thread(target=work, args=("second",), daemon=True)
+    second.start()
+    while not logged("waiting for it") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert logged("another process is converting this checkpoint; waiting for it")
+    assert not gate.is_set() and "second" not in results  # it waits for the lock
+    gate.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert results["first"] == results["second"]
+    assert (results["first"] / MARKER).is_file()
+    assert gated.calls == 1
+    assert logged("converted meanwhile by another process")
 
 
 def _prepare_in_child(checkpoint: Path, cache: Path, record: Path, queue: Any) -> None:
