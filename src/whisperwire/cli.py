@@ -17,6 +17,7 @@ from whisperwire.settings import (
     UsageError,
     flags,
     load_settings,
+    metavar,
     source,
     variable,
 )
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
     from whisperwire.forward import Forwarder
-
-__all__ = ["UsageError", "build_parser", "main", "settings_from_args"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,13 +54,10 @@ def _argument(name: str, info: FieldInfo, current: Any) -> dict[str, Any]:
     kind: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help}
     if info.annotation is bool:
         return {**kind, "action": "store_true"}
-    metavar = (info.json_schema_extra or {}).get("metavar")  # type: ignore[union-attr]
     if get_origin(info.annotation) is list:
-        return {**kind, "action": "append", "metavar": metavar}
+        return {**kind, "action": "append", "metavar": metavar(name)}
     choices = _choices(info.annotation)
-    if choices:
-        return {**kind, "metavar": "{" + ",".join(choices) + "}"}
-    return {**kind, "metavar": variable(name).removeprefix("WHISPERWIRE_")}
+    return {**kind, "metavar": "{" + ",".join(choices) + "}" if choices else metavar(name)}
 
 
 def _serve_arguments(serve: Parser) -> None:

@@ -71,6 +71,7 @@ def _origin(text: str) -> str:
     return origin
 
 
+# A list's variable holds its items separated by commas (or one item); its flag is repeated.
 def _split_commas(value: Any) -> Any:
     return (
         [item.strip() for item in value.split(",") if item.strip()]
@@ -83,7 +84,6 @@ def _one_item(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-# A list's variable holds its items separated by commas (or one item), its flag is repeated.
 Origin = Annotated[str, AfterValidator(_origin)]
 
 
@@ -128,10 +128,7 @@ class ModelOptions(BaseModel):
         "saves nothing",
     )
     language: str = option(
-        "auto",
-        "-l",
-        "--language",
-        help="spoken language code, or 'auto' (English-only models: en)",
+        "auto", "-l", "--language", help="spoken language code, or 'auto' (English-only models: en)"
     )
     translate: bool = option(False, "-tr", "--translate", help="translate to English")
     no_gpu: bool = option(False, "-ng", "--no-gpu", help="never use CUDA")
@@ -246,10 +243,7 @@ class NetworkOptions(BaseModel):
         help="PEM certificate (chain): serve wss:// (TLS 1.2 or later); the key may be in it",
     )
     keyfile: str | None = option(
-        None,
-        "--keyfile",
-        "--ssl-key",
-        help="PEM private key (unencrypted) for --certfile",
+        None, "--keyfile", "--ssl-key", help="PEM private key (unencrypted) for --certfile"
     )
     api_key: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_commas)] = option(
         [],
@@ -415,19 +409,11 @@ class ForwardOptions(BaseModel):
         "default", "--forward-model", help="the model field of OpenAI-style requests"
     )
     data_dir: str | None = option(
-        None,
-        "--data-dir",
-        help="where the forwarding outbox lives (default: the user's data dir)",
+        None, "--data-dir", help="where the forwarding outbox lives (default: the user's data dir)"
     )
 
 
-GROUPS: tuple[type[BaseModel], ...] = (
-    ModelOptions,
-    StreamingOptions,
-    NetworkOptions,
-    LimitOptions,
-    ForwardOptions,
-)
+GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)
 
 
 # The groups are listed last to first: pydantic orders the fields of the bases that way round.
@@ -458,6 +444,11 @@ def flags(name: str) -> list[str]:
 
 def variable(name: str) -> str:
     return str(Settings.model_fields[name].validation_alias)
+
+
+def metavar(name: str) -> str:
+    """What the help calls a flag's value: as declared, or the variable without its prefix."""
+    return _extra(Settings.model_fields[name])["metavar"] or variable(name)[len(ENV_PREFIX) :]
 
 
 def source(name: str) -> str:
