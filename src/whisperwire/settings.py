@@ -432,7 +432,9 @@ class Settings(
     @model_validator(mode="after")
     def _pairs(self) -> Settings:
         if self.checkpoint and self.model:
-            raise ValueError(f"{source('checkpoint')}: give either it or -m/--model, not both")
+            raise ValueError(
+                f"{source('checkpoint')}: give either --checkpoint or -m/--model, not both"
+            )
         if self.keyfile and not self.certfile:
             raise ValueError(f"{source('keyfile')}: give --certfile/--ssl-cert with it")
         return self
