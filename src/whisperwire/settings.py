@@ -1,60 +1,505 @@
-"""One typed settings object for the server, filled by the CLI (flags and WHISPERWIRE_* env)."""
+"""The server's settings, declared once: type, default, range, help, flag(s) and variable.
+
+`Settings` reads WHISPERWIRE_* variables (pydantic-settings); the CLI generates the `serve`
+flags from the same fields and passes the flags given as keyword arguments, which beat the
+variables. The fields are declared in one model per concern (model, streaming, network,
+limits, forwarding) that `Settings` combines, so the rest of the code reads them flat
+(`settings.max_sessions`, `settings.forward_url`) and the streaming policy as one
+`PolicyConfig` (`settings.policy.step_s`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import urllib.parse
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from whisperwire.policy import PolicyConfig
 
+ENV_PREFIX = "WHISPERWIRE_"
+COMPUTE_TYPES = (
+    "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16",
+    "float16", "bfloat16", "float32", "default", "auto",
+)  # fmt: skip
+_POLICY = PolicyConfig()
 
-@dataclass
-class Settings:
-    # model
-    model: str | None = None  # None: the bundled tiny.en
-    threads: int = 0  # per worker; 0: the cores shared out among the workers
-    workers: int = 0  # decodes at once, on one copy of the weights; 0: one per core (CPU)
-    batch: int = 0  # sessions' partial windows decoded in one call; 0: 8 on a GPU, 1 on a CPU
-    language: str = "auto"  # "en" is forced for English-only models
-    translate: bool = False
-    no_gpu: bool = False
-    beam_size: int = 5  # decodes whose words become final
-    partial_beam_size: int = 1  # partial updates (greedy), no temperature fallback
-    compute_type: str | None = None  # None: int8 on CPU, float16 on GPU
-    checkpoint_cache_dir: str | None = None
-    base_model: str | None = None
-    # network
-    host: str = "0.0.0.0"
-    port: int = 9002
-    certfile: str | None = None
-    keyfile: str | None = None
-    max_message_mb: float = 128.0
-    max_sessions: int = 64
-    max_sessions_per_address: int = 0  # 0: no limit (a gateway may carry many streams)
-    max_backlog_s: float = 30.0  # a session's undecoded audio before reading pauses; 0: none
-    idle_timeout_s: float = 300.0  # a session sending nothing, with nothing in hand; 0: never
-    max_memory_mb: float = 0.0  # resident memory before new work is refused; 0: 80 % of RAM
-    max_clip_s: float = 7200.0  # a clip's decoded audio
-    max_session_s: float = 86400.0  # a session's age before it is ended; 0: no limit
-    resume_window_s: float = 30.0  # a dropped connection may resume within this; 0: never
-    write_timeout_s: float = 60.0  # one message waiting to reach a client; 0: never
-    handshake_timeout_s: float = 10.0  # a connection's HTTP request (the upgrade); 0: never
-    max_lag_s: float = 0.0  # admission: final-word lag kept for admitted streams; 0: auto
-    api_keys: list[str] = field(default_factory=list)  # empty: no authentication
-    allowed_origins: list[str] = field(default_factory=list)  # browsers' Origin; empty: any
-    # streaming
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    # forwarding
-    forward_url: str | None = None
-    max_messages: int = 1
-    forward_format: str = "auto"
-    forward_headers: list[str] = field(default_factory=list)
-    forward_prompt: str = "{text}"
-    forward_n_predict: int = 256
-    forward_model: str = "default"
-    data_dir: str | None = None
-    # misc
-    log_level: str = "info"
+
+class UsageError(Exception):
+    """A bad setting: printed as one line naming the flag and the variable, exit status 2."""
+
+
+def option(
+    default: Any,
+    *flags: str,
+    help: str,
+    between: tuple[float, float] | None = None,
+    env: str | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A field that is also a `serve` flag and a variable (by default WHISPERWIRE_<LONG FLAG>)."""
+    long = next(f for f in flags if f.startswith("--"))
+    low, high = between or (None, None)
+    return Field(
+        default,
+        ge=low,
+        le=high,
+        description=help,
+        validation_alias=ENV_PREFIX + (env or long[2:].replace("-", "_").upper()),
+        json_schema_extra={"flags": list(flags), "metavar": metavar},
+    )
+
+
+def _origin(text: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], lower case, no path."""
+    origin = text.strip().lower().rstrip("/")
+    parts = urllib.parse.urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        raise ValueError(f"{text!r} is not an origin; write it as https://host or http://host:port")
+    return origin
+
+
+# A list's variable holds its items separated by commas (or one item); its flag is repeated.
+def _split_commas(value: Any) -> Any:
+    return (
+        [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, str)
+        else value
+    )
+
+
+def _one_item(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+
+
+class ModelOptions(BaseModel):
+    """model"""
+
+    model: str | None = option(
+        None,
+        "-m",
+        "--model",
+        help="faster-whisper model name (tiny.en, base, small, large-v3-turbo, org/repo: "
+        "fetched from the hub where there is internet), a local CTranslate2 directory, or a "
+        "Hugging Face Whisper checkpoint directory; default: the bundled tiny.en",
+    )
+    checkpoint: str | None = option(
+        None,
+        "--checkpoint",
+        help="a fine-tuned Hugging Face Whisper checkpoint directory (same as -m DIR)",
+    )
+    threads: int = option(
+        0,
+        "-t",
+        "--threads",
+        between=(0, 256),
+        help="CPU threads of each worker (0: the cores shared out among the workers)",
+    )
+    workers: int = option(
+        0,
+        "-w",
+        "--workers",
+        between=(0, 64),
+        help="decodes run at once, on one copy of the weights (CTranslate2 inter_threads): "
+        "more workers of fewer threads each carry more streams, fewer of more threads decode "
+        "one stream sooner; 0: one single-threaded worker per core on a CPU, one on a GPU",
+    )
+    batch: int = option(
+        0,
+        "--batch",
+        between=(0, 64),
+        help="partial updates of up to this many sessions decoded in one batched call (one "
+        "encode, one greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it "
+        "saves nothing",
+    )
+    language: str = option(
+        "auto", "-l", "--language", help="spoken language code, or 'auto' (English-only models: en)"
+    )
+    translate: bool = option(False, "-tr", "--translate", help="translate to English")
+    no_gpu: bool = option(False, "-ng", "--no-gpu", help="never use CUDA")
+    beam_size: int = option(
+        5,
+        "-bs",
+        "--beam-size",
+        between=(1, 16),
+        help="beam size of the decodes whose words become final",
+    )
+    partial_beam_size: int = option(
+        1,
+        "--partial-beam-size",
+        between=(1, 16),
+        help="beam size of partial updates (1: greedy); they have no temperature fallback",
+    )
+    compute_type: Literal[COMPUTE_TYPES] | None = option(  # type: ignore[valid-type]
+        None,
+        "--compute-type",
+        help="CTranslate2 compute type (default: int8 on CPU, float16 on GPU)",
+    )
+    checkpoint_cache_dir: str | None = option(
+        None,
+        "--cache-dir",
+        help="where converted checkpoints are cached (default: the user's cache dir)",
+    )
+    base_model: str | None = option(
+        None,
+        "--base-model",
+        help="where a checkpoint without tokenizer/preprocessor files takes them from",
+    )
+
+
+class StreamingOptions(BaseModel):
+    """streaming"""
+
+    vad_threshold: float = option(
+        _POLICY.vad_threshold,
+        "-vth",
+        "--vad-thold",
+        between=(0.0, 1.0),
+        help="Silero VAD speech probability threshold",
+    )
+    min_silence_s: float = option(
+        _POLICY.min_silence_s,
+        "--min-silence",
+        between=(0.1, 10.0),
+        help="seconds of pause that end a segment",
+    )
+    step_s: float = option(
+        _POLICY.step_s,
+        "--step",
+        between=(0.1, 10.0),
+        help="seconds of new audio between two partial decodes",
+    )
+    trim_s: float = option(
+        _POLICY.trim_s,
+        "--trim",
+        between=(2.0, 25.0),
+        help="seconds of audio a decode window may grow to in continuous speech before it is "
+        "cut at the last final word (shorter: cheaper decodes, less context)",
+    )
+    commit: Literal["agreement", "one-pass"] = option(
+        _POLICY.commit,
+        "--commit",
+        help="when a partial decode's words become final: when two decodes agree "
+        "(LocalAgreement-2), or after one decode for words that end --commit-guard seconds "
+        "before the audio decoded and have --commit-probability",
+    )
+    guard_s: float = option(
+        _POLICY.guard_s,
+        "--commit-guard",
+        between=(0.0, 10.0),
+        help="one-pass commit: seconds a word must end before the end of the audio decoded",
+    )
+    min_probability: float = option(
+        _POLICY.min_probability,
+        "--commit-probability",
+        between=(0.0, 1.0),
+        help="one-pass commit: the least word probability",
+    )
+    stall_s: float = option(
+        _POLICY.stall_s,
+        "--commit-stall",
+        between=(0.0, 30.0),
+        help="one-pass commit: once an unsure word has held the words after it back this many "
+        "seconds, the next decode is a thorough one (beam, fallback) that commits them; 0: off",
+    )
+    max_age_s: float = option(
+        _POLICY.max_age_s,
+        "--commit-max-age",
+        between=(0.0, 30.0),
+        help="one-pass commit: seconds after which a word is committed whatever its "
+        "probability (0: never)",
+    )
+
+    @property
+    def policy(self) -> PolicyConfig:
+        """The streaming policy's configuration: these fields, its own defaults for the rest."""
+        return PolicyConfig(**{name: getattr(self, name) for name in StreamingOptions.model_fields})
+
+
+class NetworkOptions(BaseModel):
+    """network"""
+
+    host: str = option("0.0.0.0", "-H", "--host", help="address to bind")
+    port: int = option(9002, "-p", "--port", between=(1, 65535), help="port to listen on")
+    certfile: str | None = option(
+        None,
+        "--certfile",
+        "--ssl-cert",
+        help="PEM certificate (chain): serve wss:// (TLS 1.2 or later); the key may be in it",
+    )
+    keyfile: str | None = option(
+        None, "--keyfile", "--ssl-key", help="PEM private key (unencrypted) for --certfile"
+    )
+    api_key: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_commas)] = option(
+        [],
+        "--api-key",
+        metavar="KEY",
+        help="require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); "
+        "repeatable; the variable takes a comma-separated list",
+    )
+    allowed_origins: Annotated[list[Origin], NoDecode, BeforeValidator(_split_commas)] = option(
+        [],
+        "--allowed-origin",
+        env="ALLOWED_ORIGINS",
+        metavar="ORIGIN",
+        help="accept WebSocket connections from web pages of this origin only (e.g. "
+        "https://app.example.com; clients that send no Origin header, as non-browser ones, "
+        "are not affected): against cross-site WebSocket hijacking; repeatable; the variable "
+        "takes a comma-separated list; default: any origin",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = option(
+        "info", "--log-level", help="what the server logs"
+    )
+
+    @property
+    def api_keys(self) -> list[str]:
+        """The keys in clear, to compare with what a client offers (and for nothing else)."""
+        return [key.get_secret_value() for key in self.api_key]
+
+
+class LimitOptions(BaseModel):
+    """limits"""
+
+    max_message_mb: float = option(
+        128.0,
+        "--max-message-mb",
+        between=(0.001, 4096),
+        help="largest WebSocket message accepted, in MiB (128: a 30-minute 16 kHz FLAC, "
+        "mono or stereo, in base64)",
+    )
+    max_sessions: int = option(
+        64,
+        "--max-sessions",
+        between=(1, 100000),
+        help="concurrent sessions before new ones are refused with OVERLOADED",
+    )
+    max_sessions_per_address: int = option(
+        0,
+        "--max-sessions-per-address",
+        between=(0, 100000),
+        help="sessions one client address may hold at once (OVERLOADED beyond it); 0: no "
+        "limit, the default, as a gateway or voice-agent server carries many streams from one "
+        "address; set it on an endpoint open to the public",
+    )
+    max_backlog_s: float = option(
+        30.0,
+        "--max-backlog",
+        between=(0.0, 3600.0),
+        help="seconds of a session's audio that may wait to be decoded; beyond it the server "
+        "stops reading from that client until it catches up (TCP slows the sender; nothing "
+        "is dropped); 0: no limit",
+    )
+    idle_timeout_s: float = option(
+        300.0,
+        "--idle-timeout",
+        between=(0.0, 86400.0),
+        help="seconds a session may send nothing (no audio, no message) while the server has "
+        "nothing of it in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never",
+    )
+    max_memory_mb: float = option(
+        0.0,
+        "--max-memory-mb",
+        between=(0.0, 1e9),
+        help="resident memory (MB) beyond which new sessions and clips are refused with "
+        "OVERLOADED, and a clip is decoded only as far as the memory left allows; 0: 80% of "
+        "the machine's memory",
+    )
+    max_clip_s: float = option(
+        7200.0,
+        "--max-clip-seconds",
+        between=(1.0, 86400.0),
+        help="longest audio a clip may decode to (MESSAGE_TOO_BIG beyond it); an hour takes "
+        "230 MB while it is transcribed",
+    )
+    max_session_s: float = option(
+        86400.0,
+        "--max-session-duration",
+        between=(0.0, 30 * 86400.0),
+        help="seconds a session may last; then its audio is finalised and it is closed "
+        "(SESSION_TIMEOUT, close 1008); 0: no limit",
+    )
+    resume_window_s: float = option(
+        30.0,
+        "--resume-window",
+        between=(0.0, 3600.0),
+        help="seconds a session whose connection dropped before `end` is kept for its client "
+        "to reconnect with ?resume=SESSION_ID&last_segment=N (decoding goes on meanwhile); "
+        "then its audio is finalised for the forwarder; 0: no resume",
+    )
+    write_timeout_s: float = option(
+        60.0,
+        "--write-timeout",
+        between=(0.0, 86400.0),
+        help="seconds one message to a client may wait to be sent: a client that stops "
+        "reading is closed (1008) and its slot freed; 0: never",
+    )
+    handshake_timeout_s: float = option(
+        10.0,
+        "--handshake-timeout",
+        between=(0.0, 3600.0),
+        help="seconds a new connection may take to send its HTTP request (the WebSocket "
+        "upgrade) before it is dropped; 0: never",
+    )
+    max_lag_s: float = option(
+        0.0,
+        "--max-lag",
+        between=(0.0, 3600.0),
+        help="seconds of final-word lag the admitted live streams are kept under: a new one "
+        "that would push them past it is refused at connect with OVERLOADED (close 1013); "
+        "0: 2 s plus twice the warm-up decode time",
+    )
 
     @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * 1024 * 1024)
+
+
+class ForwardOptions(BaseModel):
+    """forwarding"""
+
+    forward_url: str | None = option(
+        None,
+        "-f",
+        "--forward-url",
+        help="HTTP backend that receives transcripts (e.g. llama.cpp /completion)",
+    )
+    max_messages: int = option(
+        1, "-nm", "--max-messages", between=(1, 100000), help="finals per forwarded batch"
+    )
+    forward_format: Literal["auto", "text", "json", "llama", "openai"] = option(
+        "auto",
+        "--forward-format",
+        help="request body: auto picks llama for /completion, openai for /chat/completions, "
+        "else json; text is the whisper.cpp seed's plain body",
+    )
+    forward_headers: Annotated[list[str], NoDecode, BeforeValidator(_one_item)] = option(
+        [],
+        "--forward-header",
+        metavar="'NAME: VALUE'",
+        help="extra request header, e.g. 'Authorization: Bearer KEY' (repeatable; the "
+        "variable holds one)",
+    )
+    forward_prompt: str = option(
+        "{text}",
+        "--forward-prompt",
+        help="prompt template for llama/openai, with {text} for the transcript",
+    )
+    forward_n_predict: int = option(
+        256,
+        "--forward-n-predict",
+        between=(-1, 1_000_000),
+        help="llama.cpp n_predict (tokens to generate; -1: no limit)",
+    )
+    forward_model: str = option(
+        "default", "--forward-model", help="the model field of OpenAI-style requests"
+    )
+    data_dir: str | None = option(
+        None, "--data-dir", help="where the forwarding outbox lives (default: the user's data dir)"
+    )
+
+
+GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)
+
+
+# The groups are listed last to first: pydantic orders the fields of the bases that way round.
+class Settings(
+    ForwardOptions, LimitOptions, NetworkOptions, StreamingOptions, ModelOptions, BaseSettings
+):
+    """Every `serve` setting; keyword arguments (the flags given) beat WHISPERWIRE_* variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # WHISPERWIRE_PORT= is the default, as in a compose file
+        validate_by_name=True,
+        extra="forbid",
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        if self.checkpoint and self.model:
+            raise ValueError(
+                f"{source('checkpoint')}: give either --checkpoint or -m/--model, not both"
+            )
+        if self.keyfile and not self.certfile:
+            raise ValueError(f"{source('keyfile')}: give --certfile/--ssl-cert with it")
+        return self
+
+
+def flags(name: str) -> list[str]:
+    return _extra(Settings.model_fields[name])["flags"]
+
+
+def variable(name: str) -> str:
+    return str(Settings.model_fields[name].validation_alias)
+
+
+def metavar(name: str) -> str:
+    """What the help calls a flag's value: as declared, or the variable without its prefix."""
+    return _extra(Settings.model_fields[name])["metavar"] or variable(name)[len(ENV_PREFIX) :]
+
+
+def source(name: str) -> str:
+    """Where a field comes from, for messages: `-p/--port / WHISPERWIRE_PORT`."""
+    return f"{'/'.join(flags(name))} / {variable(name)}"
+
+
+def load_settings(**given: Any) -> Settings:
+    """Settings from the flags given (by field name) and the variables; raises UsageError."""
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise UsageError("; ".join(_explain(error) for error in exc.errors())) from None
+    except SettingsError as exc:  # a variable the settings source could not read at all
+        raise UsageError(str(exc)) from None
+
+
+def _extra(info: FieldInfo) -> dict[str, Any]:
+    assert isinstance(info.json_schema_extra, dict)
+    return info.json_schema_extra
+
+
+_BY_KEY = {
+    key: name
+    for name, info in Settings.model_fields.items()
+    for key in (name, info.validation_alias)
+}
+
+
+def _explain(error: ErrorDetails) -> str:
+    """One pydantic error as `FLAG / VARIABLE: reason` (a check across fields names its own)."""
+    kind, value, context = error["type"], error["input"], error.get("ctx", {})
+    if kind == "value_error":
+        reason = str(context["error"])
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        metadata = Settings.model_fields[_BY_KEY[error["loc"][0]]].metadata
+        low = next(m.ge for m in metadata if isinstance(m, Ge))
+        high = next(m.le for m in metadata if isinstance(m, Le))
+        reason = f"{value} is out of range ({low:g} to {high:g})"
+    elif kind.startswith("int_"):
+        reason = f"{value!r} is not an integer"
+    elif kind.startswith("float_"):
+        reason = f"{value!r} is not a number"
+    elif kind == "bool_parsing":
+        reason = f"{value!r} is not one of 1, 0, true, false, yes, no"
+    elif kind == "literal_error":
+        reason = f"{value!r} is not one of {context['expected']}"
+    else:
+        reason = error["msg"]
+    if not error["loc"]:
+        return reason
+    return f"{source(_BY_KEY[str(error['loc'][0])])}: {reason}"
