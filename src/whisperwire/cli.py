@@ -34,12 +34,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _whisper_languages() -> frozenset[str]:
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-    return frozenset(_LANGUAGE_CODES)
-
-
 def _choices(annotation: Any) -> tuple[str, ...]:
     if get_origin(annotation) is Literal:
         return get_args(annotation)
@@ -181,6 +175,7 @@ def forwarder_from(settings: Settings) -> Forwarder | None:
             prompt_template=settings.forward_prompt,
             llama_n_predict=settings.forward_n_predict,
             openai_model=settings.forward_model,
+            max_outbox_mb=settings.forward_max_outbox_mb,
         )
     except ValueError as exc:
         raise UsageError(f"forwarding: {exc}") from None
@@ -190,6 +185,7 @@ def forwarder_from(settings: Settings) -> Forwarder | None:
 def run_serve(settings: Settings) -> int:
     from whisperwire.checkpoints import CheckpointError
     from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available, resolve_model
+    from whisperwire.languages import whisper_languages
     from whisperwire.server import TLSError, serve, tls_context
 
     log = logging.getLogger("whisperwire")
@@ -209,7 +205,7 @@ def run_serve(settings: Settings) -> int:
         raise UsageError(f"{flag}: {exc}") from None
     language = settings.language
     # A checkpoint's tokenizer may know codes beyond Whisper's: checked once it is loaded.
-    if source_model.kind != "checkpoint" and language not in ("auto", *_whisper_languages()):
+    if source_model.kind != "checkpoint" and language not in ("auto", *whisper_languages()):
         raise UsageError(
             f"{source('language')}: unknown language code {language!r} "
             "(use a Whisper code such as en, de, fr, or auto)"

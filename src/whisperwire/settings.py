@@ -411,6 +411,13 @@ class ForwardOptions(BaseModel):
     data_dir: str | None = option(
         None, "--data-dir", help="where the forwarding outbox lives (default: the user's data dir)"
     )
+    forward_max_outbox_mb: float = option(
+        256.0,
+        "--forward-max-outbox-mb",
+        between=(0, 1_000_000),
+        help="the outbox's size on disk; when full, new finals are not forwarded (their "
+        "clients are told, a counter and the log say so); 0: no cap",
+    )
 
 
 GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)

@@ -36,8 +36,8 @@ class OutboxCap:
         if full and not self.full:
             self._dropped_in_episode = 0
             logger.warning(
-                "forward outbox %s is full (%.1f MB, max_outbox_mb %g): new finals are not "
-                "forwarded (their clients are told) until deliveries make room",
+                "forward outbox %s is full (%.1f MB, --forward-max-outbox-mb %g): new finals "
+                "are not forwarded (their clients are told) until deliveries make room",
                 self._path,
                 used_bytes / 2**20,
                 self._mb,
@@ -57,6 +57,5 @@ class OutboxCap:
         if self._metrics is not None:
             self._metrics.final_dropped(OUTBOX_FULL)
         return (
-            f"outbox full ({self._mb:g} MB, the forwarder's max_outbox_mb): "
-            "this final was not forwarded"
+            f"outbox full ({self._mb:g} MB, --forward-max-outbox-mb): this final was not forwarded"
         )
