@@ -22,6 +22,7 @@ LONGFORM = "longform"
 LONG_FILE = "ls_test_other_all100.flac"
 GAP_S = 0.3  # silence between clips joined into one stream (as in the longform folder)
 NOISE_DBFS = -30.0  # RMS level of the synthetic white and pink noise
+NOISES = ("silence", "white", "pink")  # the kinds `noise` makes
 
 
 class AudioMissing(Exception):
