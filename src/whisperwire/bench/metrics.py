@@ -58,14 +58,15 @@ DEFINITIONS = {
 
 
 @lru_cache(maxsize=1)
-def _normalizer() -> Any:
+def normalizer() -> Any:
+    """Whisper's English text normaliser (one instance, made on first use)."""
     from whisper_normalizer.english import EnglishTextNormalizer
 
     return EnglishTextNormalizer()
 
 
 def normalize(text: str) -> str:
-    return str(_normalizer()(text))
+    return str(normalizer()(text))
 
 
 @lru_cache(maxsize=65536)
