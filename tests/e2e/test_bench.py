@@ -1,9 +1,10 @@
-"""The benchmark harness in its tiny mode: every figure is present and sane (never its speed).
+"""The benchmark harness in its tiny mode: every figure is present and sane (never its speed),
+and whisperwire invents no words on silence or noise.
 
 Runs `benchmarks/run.py --tiny` as a user would (real whisperwire server, a second one with
 LocalAgreement-2 commits given with `--also`, real baseline server, real speech at real-time
-pace): 2 short clips, N = 1, 2, a 15 s long-session
-stand-in and 4 s of silence / white / pink noise for each system. About 3 minutes on 2 cores.
+pace): 2 short clips, N = 1, 2, a 10 s long-session stand-in and 4 s of silence / white /
+pink noise for each system. About 4 minutes on 2 cores.
 """
 
 from __future__ import annotations
