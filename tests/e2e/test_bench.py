@@ -4,8 +4,7 @@ and whisperwire invents no words on silence or noise.
 Runs `benchmarks/run.py --tiny` as a user would (real whisperwire server, a second one with
 LocalAgreement-2 commits given with `--also`, real baseline server, real speech at real-time
 pace): 2 short clips, N = 1, 2, a 15 s long-session stand-in (the long file's first
-utterance) and 4 s of silence / white /
-pink noise for each system. About 4 minutes on 2 cores.
+utterance) and 4 s of silence / white / pink noise for each system. About 4 minutes on 2 cores.
 """
 
 from __future__ import annotations
