@@ -18,8 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from whisperwire.bench import corpus
+from whisperwire.bench.metrics import normalizer as normalizer  # re-exported for the tests
+from whisperwire.bench.metrics import wer as corpus_wer
+
 REPO = Path(__file__).resolve().parents[1]
-AUDIO = Path(os.environ.get("WHISPERWIRE_TEST_AUDIO", REPO.parent / "shared" / "audio"))
+AUDIO = corpus.default_audio_root()
 
 
 def audio_root() -> Path:
@@ -29,48 +33,28 @@ def audio_root() -> Path:
 
 
 def transcripts(folder: str) -> dict[str, str]:
-    lines = (audio_root() / folder / "transcripts.txt").read_text(encoding="utf-8").splitlines()
-    pairs = (line.split(" ", 1) for line in lines if line.strip())
-    return {name: text for name, text in pairs}
+    return corpus.read_transcripts(audio_root() / folder)
 
 
 def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
-    """Any file -> mono float32 at `sample_rate` (PyAV through faster-whisper's helper)."""
-    from faster_whisper.audio import decode_audio
-
-    return decode_audio(str(path), sampling_rate=sample_rate)
+    """Any file -> mono float32 at `sample_rate` (the benchmark's loader)."""
+    return corpus.load(path, sample_rate=sample_rate)
 
 
 def librispeech_clips(n: int) -> list[tuple[Path, str]]:
-    """The first clip of each of `n` speakers, then the next ones: varied voices."""
-    refs = transcripts("librispeech_test_other")
-    names = sorted(refs)
-    by_speaker: dict[str, list[str]] = {}
-    for name in names:
-        by_speaker.setdefault(name.split("-")[0], []).append(name)
-    order = [group[i] for i in range(10) for group in by_speaker.values() if i < len(group)]
-    root = audio_root() / "librispeech_test_other"
-    return [(root / name, refs[name]) for name in order[:n]]
+    """The first clip of each speaker, then the next ones: varied voices (the benchmark's
+    order), as (path, reference) pairs."""
+    return [(c.path, c.reference) for c in corpus.librispeech_clips(audio_root())[:n]]
 
 
 # --------------------------------------------------------------------------- WER
 
 
-def normalizer() -> Any:
-    from whisper_normalizer.english import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()
-
-
 def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER after Whisper's English normaliser."""
-    import jiwer
-
-    norm = normalizer()
-    refs = [norm(r) for r in references]
-    hyps = [norm(h) for h in hypotheses]
-    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
-    return float(jiwer.wer([r for r, _ in pairs], [h or "<empty>" for _, h in pairs]))
+    """Corpus WER after Whisper's English normaliser (the benchmark's scoring)."""
+    score = corpus_wer(references, hypotheses)
+    assert score is not None, f"no reference words to score: {references!r}"
+    return score
 
 
 def offline_transcripts(paths: Sequence[Path], beam_size: int = 5) -> list[str]:

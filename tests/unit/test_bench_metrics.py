@@ -10,7 +10,7 @@ pytest.importorskip("jiwer")
 pytest.importorskip("whisper_normalizer")
 
 from whisperwire.bench import metrics as M  # noqa: E402
-from whisperwire.bench.report import goals, max_realtime_streams  # noqa: E402
+from whisperwire.bench.goals import goals, max_realtime_streams  # noqa: E402
 
 FRAME = 0.1
 

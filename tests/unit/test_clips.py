@@ -198,7 +198,10 @@ def run_clips(engine: FakeEngine, texts: list[dict[str, Any]]) -> list[dict[str,
                 clip = codec.receive_text(proto.encode_json(obj))
                 assert isinstance(clip, proto.ClipAudio)
                 await queue.submit(clip, codec.config)
-            assert queue.busy and queue.status()["clips_queued"] >= 0
+            # Every clip waits until the loop runs the queue, which then takes the first.
+            assert queue.status() == {"progress": 0.0, "clips_queued": len(texts)}
+            await asyncio.sleep(0)
+            assert queue.status()["clips_queued"] == len(texts) - 1
             while queue.busy:
                 await asyncio.sleep(0.01)
             assert queue.status() == {}

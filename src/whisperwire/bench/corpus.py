@@ -22,6 +22,7 @@ LONGFORM = "longform"
 LONG_FILE = "ls_test_other_all100.flac"
 GAP_S = 0.3  # silence between clips joined into one stream (as in the longform folder)
 NOISE_DBFS = -30.0  # RMS level of the synthetic white and pink noise
+NOISES = ("silence", "white", "pink")  # the kinds `noise` makes
 
 
 class AudioMissing(Exception):
@@ -85,15 +86,18 @@ def librispeech_clips(root: Path) -> list[Clip]:
     return [Clip(Path(n).stem, folder / n, refs[n]) for n in order]
 
 
-def load(path: Path, start: float = 0.0, end: float | None = None) -> np.ndarray:
-    """A file (any format PyAV reads) -> mono float32 at 16 kHz, optionally a time range."""
+def load(
+    path: Path, start: float = 0.0, end: float | None = None, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """A file (any format PyAV reads) -> mono float32 at `sample_rate` (16 kHz unless told),
+    optionally a time range."""
     from faster_whisper.audio import decode_audio
 
     if not path.is_file():
         raise AudioMissing(f"audio file not found: {path}")
-    audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-    lo = int(round(start * SAMPLE_RATE))
-    hi = len(audio) if end is None else int(round(end * SAMPLE_RATE))
+    audio = decode_audio(str(path), sampling_rate=sample_rate)
+    lo = int(round(start * sample_rate))
+    hi = len(audio) if end is None else int(round(end * sample_rate))
     return np.ascontiguousarray(audio[lo:hi], dtype=np.float32)
 
 

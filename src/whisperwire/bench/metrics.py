@@ -46,26 +46,27 @@ DEFINITIONS = {
     "realtime_kept": "lag_slope <= 0.05 (the server processes at least ~95 % of real time; "
     "a policy that catches up with larger windows may keep this with a high but flat lag, "
     "which the p95 figure shows) and no session failed",
-    "cpu_per_audio_s": "server CPU seconds (utime+stime of the server process, all threads, "
-    "from /proc/<pid>/stat) during the run divided by the seconds of audio streamed",
-    "rss": "VmRSS of the server process from /proc/<pid>/status",
+    "cpu_per_audio_s": "server CPU seconds (user + system time of the server process, all "
+    "threads, from psutil) during the run divided by the seconds of audio streamed",
+    "rss": "resident set size of the server process, from psutil (VmRSS on Linux)",
     "cpu_share": "per scenario, the fraction of the machine's CPU time (all cores, from "
-    "/proc/stat) that was busy, and the shares of the server, of the benchmark client and "
-    "of everything else (other work on a shared machine)",
+    "psutil.cpu_times) that was busy, and the shares of the server, of the benchmark client "
+    "and of everything else (other work on a shared machine)",
     "hallucination_words": "normalised words in the `final` messages of a session that "
     "streams only silence or noise (partials counted separately)",
 }
 
 
 @lru_cache(maxsize=1)
-def _normalizer() -> Any:
+def normalizer() -> Any:
+    """Whisper's English text normaliser (one instance, made on first use)."""
     from whisper_normalizer.english import EnglishTextNormalizer
 
     return EnglishTextNormalizer()
 
 
 def normalize(text: str) -> str:
-    return str(_normalizer()(text))
+    return str(normalizer()(text))
 
 
 @lru_cache(maxsize=65536)

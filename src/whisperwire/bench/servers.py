@@ -1,5 +1,5 @@
 """The systems under test: server processes the harness starts (or a URL it is given), and
-what /proc says about them (RSS, CPU time)."""
+what psutil says about them and the machine (RSS, CPU time)."""
 
 from __future__ import annotations
 
@@ -15,40 +15,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+import psutil
 
 
 def rss_mb(pid: int) -> float | None:
-    """VmRSS of a process in MiB (None if it is gone or /proc is unavailable)."""
+    """The resident set size of a process in MiB (None if it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
         return None
-    return None
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads), seconds."""
+    """User + system CPU time of a process (all its threads), seconds (None if it is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat
-    except (OSError, ValueError, IndexError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
+    return float(times.user + times.system)
 
 
-def machine_jiffies() -> tuple[int, int] | None:
-    """(busy, total) CPU time of the whole machine, in clock ticks, from /proc/stat."""
-    try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-        values = [int(x) for x in first[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already inside user/nice
-    return total - idle, total
+def machine_cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine, all cores, seconds: total counts user,
+    nice, system, idle, iowait, irq, softirq and steal (guest time is inside user and nice);
+    busy is all but idle and iowait."""
+    times = psutil.cpu_times()
+    fields = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    total = sum(getattr(times, name, 0.0) for name in fields)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
 class CpuWatch:
@@ -56,7 +50,7 @@ class CpuWatch:
 
     def __init__(self, server_pid: int | None) -> None:
         self.pid = server_pid
-        self._machine = machine_jiffies()
+        self._machine = machine_cpu_times()
         self._server = cpu_seconds(server_pid) if server_pid else None
         self._own = sum(os.times()[:2])
         self._wall = time.monotonic()
@@ -64,8 +58,8 @@ class CpuWatch:
     def result(self) -> dict[str, float | None]:
         wall = time.monotonic() - self._wall
         cores = os.cpu_count() or 1
-        machine, now = None, machine_jiffies()
-        if self._machine is not None and now is not None and now[1] > self._machine[1]:
+        machine, now = None, machine_cpu_times()
+        if now[1] > self._machine[1]:
             machine = (now[0] - self._machine[0]) / (now[1] - self._machine[1])
         server = None
         if self._server is not None and self.pid and (s := cpu_seconds(self.pid)) is not None:
