@@ -153,3 +153,27 @@ def test_goals_are_all_evaluated(run: tuple[Path, dict[str, Any]]) -> None:
     for goal in goals.values():
         assert goal["value"] is not None, goal
         assert isinstance(goal["met"], bool), goal
+
+
+def test_a_short_soak_reports_both_windows_the_short_sessions_and_rss(tmp_path: Path) -> None:
+    """The soak scenario (an hour in the README's run) at one minute: the long session's
+    first and last windows, the short sessions beside it, RSS over the session."""
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "run.py"), "--tiny", "--no-progress",
+        "--no-baseline", "--no-plots", "--scenarios", "soak", "--soak-minutes", "1",
+        "--soak-every", "20", "--out", str(tmp_path), "--audio", str(AUDIO),
+        "--cache", str(tmp_path / "offline.json"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, f"bench failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    soak = json.loads((tmp_path / "results.json").read_text())["systems"]["whisperwire"]["soak"]
+    assert 60 <= soak["audio_s"] <= 120  # whole files: the shortest long-form file
+    assert soak["wer_stream"] <= 2 * soak["wer_offline"] + 0.05, soak["wer_stream"]
+    first, last = soak["latency_first_window"]["final"], soak["latency_last_window"]["final"]
+    assert first["n"] > 0 and last["n"] > 0 and first["p50"] > 0 and last["p50"] > 0
+    assert soak["short_sessions"] == int(soak["audio_s"] // 20) - 1
+    admitted = soak["short_sessions"] - soak["short_refused"]
+    assert admitted >= 1 and soak["short_latency"]["final"]["n"] > 0
+    assert soak["short_wer_stream"] <= 2 * soak["short_wer_offline"] + 0.1
+    assert len(soak["rss_mb"]) >= 3 and all(mb > 50 for _, mb in soak["rss_mb"])
+    assert "## Soak" in (tmp_path / "results.md").read_text()

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENARIOS = ("costs", "accuracy", "noise", "capacity", "long")
+SCENARIOS = ("costs", "accuracy", "noise", "capacity", "long")  # the default run
+OPTIONAL = ("soak",)  # only when asked for: an hour of the machine
 DEFAULT_OUT = Path("benchmarks") / "results"
 
 
@@ -65,9 +66,10 @@ def _also(text: str) -> tuple[str, tuple[str, ...]]:
 
 def _scenarios(text: str) -> tuple[str, ...]:
     values = tuple(x.strip() for x in text.split(",") if x.strip())
-    unknown = [v for v in values if v not in SCENARIOS]
+    unknown = [v for v in values if v not in SCENARIOS + OPTIONAL]
     if unknown or not values:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(SCENARIOS)} (got {text!r})")
+        known = ",".join(SCENARIOS + OPTIONAL)
+        raise argparse.ArgumentTypeError(f"choose from {known} (got {text!r})")
     return values
 
 
@@ -150,7 +152,19 @@ def _add_size_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenarios",
         type=_scenarios,
         default=SCENARIOS,
-        help=f"which scenarios to run (default: {','.join(SCENARIOS)})",
+        help=f"which scenarios to run (default: {','.join(SCENARIOS)}; also: {','.join(OPTIONAL)})",
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=60.0,
+        help="soak: length of the long session (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--soak-every",
+        type=float,
+        default=60.0,
+        help="soak: seconds between the short sessions beside it (default: %(default)s)",
     )
     parser.add_argument("--skip-long", action="store_true", help="leave out the long session")
 
@@ -203,6 +217,8 @@ class Plan:
     fresh_long: bool
     cost_repeats: int
     scenarios: tuple[str, ...]
+    soak_s: float
+    soak_every_s: float
     beam_size: int
     threads: int
     server_args: tuple[str, ...]
@@ -250,6 +266,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         fresh_long=preset.fresh_long,
         cost_repeats=preset.cost_repeats,
         scenarios=scenarios,
+        soak_s=args.soak_minutes * 60,
+        soak_every_s=args.soak_every,
         beam_size=beam if beam is not None else 5,
         threads=threads or 0,
         server_args=tuple(server_args),

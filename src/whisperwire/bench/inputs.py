@@ -23,6 +23,7 @@ from whisperwire.bench.corpus import (
     long_clip,
     noise,
 )
+from whisperwire.bench.scenarios.soak import soak_inputs
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Inputs:
     capacity: dict[int, list[StreamAudio]]
     long: StreamAudio | None = None
     noises: list[StreamAudio] = field(default_factory=list)
+    soak: StreamAudio | None = None
+    soak_shorts: list[StreamAudio] = field(default_factory=list)
 
     def seconds(self, plan: Plan) -> float:
         """Real-time seconds of audio one system streams through the planned scenarios."""
@@ -45,6 +48,8 @@ class Inputs:
             total += sum(max(s.duration for s in ss) for ss in self.capacity.values())
         if self.long is not None:
             total += self.long.duration
+        if self.soak is not None:
+            total += self.soak.duration
         return total
 
     def clips(self, plan: Plan) -> list[Clip]:
@@ -58,6 +63,8 @@ class Inputs:
             )
         if self.long is not None:
             needed.update({p.clip.key: p.clip for p in self.long.pieces})
+        for stream in [self.soak, *self.soak_shorts] if self.soak is not None else []:
+            needed.update({p.clip.key: p.clip for p in stream.pieces})
         return list(needed.values())
 
 
@@ -75,6 +82,8 @@ def prepare_inputs(root: Path, plan: Plan) -> Inputs:
         inputs.long = StreamAudio(
             clip.name, load(clip.path, clip.start, clip.end), [Piece(clip, 0)]
         )
+    if "soak" in plan.scenarios:
+        inputs.soak, inputs.soak_shorts = soak_inputs(root, plan.soak_s, plan.soak_every_s)
     if "noise" in plan.scenarios:
         inputs.noises = [StreamAudio(kind, noise(kind, plan.noise_s)) for kind in NOISES]
     return inputs

@@ -61,6 +61,7 @@ def markdown(results: dict[str, Any], plots: Sequence[str] = ()) -> str:
     lines += _capacity(results, names)
     lines += _hallucination(results, names)
     lines += _long_session(systems, names)
+    lines += _soak(systems, names)
     lines += _cpu_use(systems, names)
     if plots:
         lines += ["", "## Plots", ""]
@@ -326,6 +327,43 @@ def _long_session(systems: dict[str, Any], names: list[str]) -> list[str]:
         f"RSS sampled every {get(longs, names[0], 'rss_interval_s')} s from a freshly started "
         "server (model loaded and warmed up) through the end of the session."
     )
+    return lines
+
+
+def _soak(systems: dict[str, Any], names: list[str]) -> list[str]:
+    soaks = {n: systems[n]["soak"] for n in names if systems[n].get("soak")}
+    if not soaks:
+        return []
+    lines = [
+        "",
+        "## Soak",
+        "",
+        "| system | audio | WER stream / offline | final lag p50 / p95 / max, first / last "
+        "window | lag slope | short sessions (refused): WER stream / offline, "
+        "final lag p50 / p95 / max | RSS start → end | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, sk in soaks.items():
+        if "error" in sk:
+            lines.append(f"| {name} | {sk['error']} |  |  |  |  |  |  |")
+            continue
+        first, last = sk.get("latency_first_window"), sk.get("latency_last_window")
+        lines.append(
+            f"| {name} | {_num((sk.get('audio_s') or 0) / 60, 1)} min | "
+            f"{_pct(sk.get('wer_stream'))} / {_pct(sk.get('wer_offline'))} | "
+            f"{_lags(first, 'final')} / {_lags(last, 'final')} | {_num(sk.get('lag_slope'), 4)} | "
+            f"{sk.get('short_sessions')} ({sk.get('short_refused')}): "
+            f"{_pct(sk.get('short_wer_stream'))} / "
+            f"{_pct(sk.get('short_wer_offline'))}, {_lags(sk.get('short_latency'), 'final')} | "
+            f"{_rss(sk)} | {len(sk.get('session_errors') or [])} |"
+        )
+    window = next(iter(soaks.values())).get("window_s")
+    lines += [
+        "",
+        f"One session of the long-form files in turn, and a short test-other session every "
+        f"{_num(next(iter(soaks.values())).get('short_every_s'), 0)} s beside it; the first and "
+        f"last windows are {_num(window, 0)} s of the long session.",
+    ]
     return lines
 
 

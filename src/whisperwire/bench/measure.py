@@ -32,6 +32,7 @@ from whisperwire.bench.scenarios.capacity import run_capacity
 from whisperwire.bench.scenarios.cost_model import run_costs
 from whisperwire.bench.scenarios.long_session import run_long
 from whisperwire.bench.scenarios.noise import run_noise
+from whisperwire.bench.scenarios.soak import run_soak
 from whisperwire.bench.servers import (
     CpuWatch,
     System,
@@ -41,7 +42,7 @@ from whisperwire.bench.servers import (
     whisperwire_system,
 )
 
-SERVER_SCENARIOS = ("accuracy", "noise", "capacity", "long")  # in the order they run
+SERVER_SCENARIOS = ("accuracy", "noise", "capacity", "long", "soak")  # in the order they run
 
 
 def make_systems(args: argparse.Namespace, plan: Plan, log_dir: Path) -> list[System]:
@@ -107,6 +108,10 @@ def measure(
         return run_noise(system, inputs.noises, progress)
     if scenario == "capacity":
         return run_capacity(system, inputs.capacity, offline, progress)
+    if scenario == "soak":
+        assert inputs.soak is not None
+        shorts, every = inputs.soak_shorts, plan.soak_every_s
+        return run_soak(system, inputs.soak, shorts, offline, every, plan.rss_interval, progress)
     assert scenario == "long" and inputs.long is not None
     return run_long(system, inputs.long, offline, plan.rss_interval, progress)
 
@@ -128,7 +133,7 @@ def run_scenarios(
         for system in systems:
             results["systems"][system.name]["server"] = system.describe()
         for scenario in (s for s in SERVER_SCENARIOS if s in plan.scenarios):
-            if scenario == "long" and plan.fresh_long and any(s.command for s in systems):
+            if scenario in ("long", "soak") and plan.fresh_long and any(s.command for s in systems):
                 # Fresh servers: RSS over time is the long session's alone.
                 progress.phase("restarting the servers")
                 for system in systems:

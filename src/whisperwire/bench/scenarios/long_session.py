@@ -44,14 +44,14 @@ def run_long(
         "window_s": round(minute, 1),
         "latency_first_window": M.latency_block(first, len(first)),
         "latency_last_window": M.latency_block(last, len(last)),
-        **_rss_figures(sampler.samples, interval),
+        **rss_figures(sampler.samples, interval),
         "cpu_per_audio_s": rounded(cpu / stream.duration, 3) if cpu is not None else None,
         "drain_s": rounded(log.drain, 3),
         "session_errors": session_errors([log]),
     }
 
 
-def _rss_figures(rss: list[tuple[float, float]], interval: float) -> dict[str, Any]:
+def rss_figures(rss: list[tuple[float, float]], interval: float) -> dict[str, Any]:
     """The RSS samples (seconds, MiB), their growth, and its trend after the first minute."""
     growth = steady = None
     if len(rss) >= 2:
