@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisperwire.endpointing import VAD_CHUNK
-from whisperwire.policy import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from whisperwire.policy import SAMPLE_RATE, DecodeRequest
+from whisperwire.words import Hypothesis, Word
 
 
 @dataclass

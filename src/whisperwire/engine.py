@@ -16,7 +16,8 @@ import numpy as np
 
 from whisperwire import vad
 from whisperwire.languages import admit_languages
-from whisperwire.policy import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from whisperwire.policy import SAMPLE_RATE, DecodeRequest
+from whisperwire.words import Hypothesis, Word
 
 log = logging.getLogger("whisperwire.engine")
 

@@ -42,23 +42,17 @@ import numpy as np
 
 from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.samplebuffer import SampleBuffer
+from whisperwire.words import (
+    Hypothesis,
+    Word,
+    common_prefix,
+    ending_by,
+    join_words,
+    norm,
+    suffix_match,
+)
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str  # as Whisper writes it, usually with a leading space
-    start: float  # seconds
-    end: float
-    probability: float = 1.0
-    segment: int = 0  # index of the Whisper segment it came from, within one hypothesis
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    words: list[Word]  # times relative to the start of the request's audio
-    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,15 +143,6 @@ class PolicyConfig:
 
 SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
 PHRASE_END = re.compile(r"[.,?!;:]$")
-_NORM = re.compile(r"[^\w']+")
-
-
-def _norm(text: str) -> str:
-    return _NORM.sub("", text.lower())
-
-
-def join_words(words: list[Word]) -> str:
-    return "".join(w.text for w in words).strip()
 
 
 # --------------------------------------------------------------------------- the policy
@@ -322,11 +307,11 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             if request.kind == "commit":
-                agreed = _ending_by(new, window_end - self.config.guard_s)
+                agreed = ending_by(new, window_end - self.config.guard_s)
             elif self.config.commit == "one-pass":
                 agreed = self._confident_prefix(new, window_end)
             else:
-                agreed = _common_prefix(self._tail, new)
+                agreed = common_prefix(self._tail, new)
             if agreed and not self._held:
                 self._held_since = window_end
             self._commit(new[:agreed])
@@ -397,13 +382,13 @@ class Policy:
             (i for i, w in enumerate(words) if w.start >= self._committed_end - 0.1), len(words)
         )
         if self._recent:
-            done = [_norm(w.text) for w in self._recent]
-            said = [_norm(w.text) for w in words]
-            best, best_score = cut, _suffix_match(done, said[:cut])
+            done = [norm(w.text) for w in self._recent]
+            said = [norm(w.text) for w in words]
+            best, best_score = cut, suffix_match(done, said[:cut])
             for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
                 if k > cut and words[k - 1].start > self._committed_end + 0.3:
                     break  # beyond the seam: a new word, whatever it says
-                score = _suffix_match(done, said[:k])
+                score = suffix_match(done, said[:k])
                 if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
                     best, best_score = k, score
             cut = best
@@ -521,28 +506,3 @@ class Policy:
             if self._keeps_context(keep):
                 keep = min(keep, self._win_start)
         self._audio.discard_before(keep)
-
-
-def _ending_by(words: list[Word], until: float) -> int:
-    """How many leading words end by `until`."""
-    n = 0
-    while n < len(words) and words[n].end <= until:
-        n += 1
-    return n
-
-
-def _suffix_match(a: list[str], b: list[str]) -> int:
-    """How many trailing words `a` and `b` share."""
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
-
-
-def _common_prefix(a: list[Word], b: list[Word]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if _norm(x.text) != _norm(y.text):
-            break
-        n += 1
-    return n

@@ -15,12 +15,11 @@ from whisperwire.policy import (
     Ended,
     Final,
     Flushed,
-    Hypothesis,
     Partial,
     Policy,
     PolicyConfig,
-    Word,
 )
+from whisperwire.words import Hypothesis, Word
 
 
 def run(

@@ -19,9 +19,10 @@ from scripted import FakeWhisper, script, vad_probs
 from whisperwire import protocol as proto
 from whisperwire import session as session_module
 from whisperwire.endpointing import VAD_CHUNK
-from whisperwire.policy import DecodeRequest, Hypothesis, PolicyConfig
+from whisperwire.policy import DecodeRequest, PolicyConfig
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
+from whisperwire.words import Hypothesis
 
 WORDS = [
     "so",
