@@ -26,7 +26,7 @@ from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
 from whisperwire.tls import TLSError, tls_context
-from whisperwire.uvicorn_protocols import (
+from whisperwire.uvicorn_adapters import (
     GracefulServer,
     NoClientTracebacks,
     Peer,

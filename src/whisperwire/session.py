@@ -15,21 +15,19 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from whisperwire import policy
 from whisperwire import protocol as proto
-from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
+from whisperwire.audio import SAMPLE_RATE
 from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
 from whisperwire.outbox import Close, Connection, Outbox, SendText
+from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy, PolicyConfig
 from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Batchable, Overloaded, Scheduler
-from whisperwire.vad import StreamingVad
 
 log = logging.getLogger("whisperwire.session")
 
@@ -56,23 +54,6 @@ class Services:
     max_clip_s: float = MAX_CLIP_SECONDS
     resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
     clock: proto.Clock = proto.utc_now  # stamps every event sent
-
-
-class AudioPipeline:
-    """PCM bytes -> 16 kHz float32 + VAD probabilities. Runs in a worker thread."""
-
-    def __init__(self, encoding: str, sample_rate: int) -> None:
-        self.encoding = encoding
-        self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
-        self.vad = StreamingVad()
-
-    def process(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        samples = self.resampler.process(pcm_to_float32(data, self.encoding))
-        return samples, self.vad.process(samples)
-
-    def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        """The resampler's last samples at end of stream (not scored: the region is forced)."""
-        return self.resampler.process(np.zeros(0, dtype=np.float32), last=True), np.zeros(0)
 
 
 def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[Hypothesis, float]]]:
