@@ -45,17 +45,24 @@ def _fields(obj: Any) -> dict[str, Any]:
         value = getattr(obj, name)
         if value is UNSET:
             continue
-        out[name] = round(float(value), digits) if digits is not None else _value(value)
+        if digits is not None:
+            value = round(float(value), digits)
+        elif not isinstance(value, _PLAIN):
+            value = _value(value)
+        out[name] = value
     return out
 
 
+_PLAIN = (str, int, float, type(None), list, dict)  # sent as they are
+
+
 def _value(value: Any) -> Any:
+    if isinstance(value, tuple):  # of events' parts: words, segments
+        return [item if isinstance(item, _PLAIN) else _value(item) for item in value]
     if isinstance(value, BaseModel):
         return value.model_dump()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _fields(value)
-    if isinstance(value, tuple):
-        return [_value(item) for item in value]
     return value
 
 
