@@ -14,6 +14,8 @@ from typing import Any
 from fake_backends import RecordedRequest
 
 from whisperwire.forward import OUTBOX_FILENAME, ForwardConfig
+from whisperwire.protocol import native
+from whisperwire.protocol.events import ForwardReply
 
 
 def make_config(url: str, data_dir: Path, **overrides: Any) -> ForwardConfig:
@@ -47,8 +49,8 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        self.messages.append(msg)
+    async def send(self, event: ForwardReply) -> None:
+        self.messages.append(native.payload(event))  # as the client reads it
 
 
 def by_session(reqs: list[RecordedRequest]) -> dict[str, list[RecordedRequest]]:

@@ -37,6 +37,7 @@ from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, AudioTooLong, decod
 from whisperwire.engine import Engine
 from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
+from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Overloaded, Scheduler
 
 log = logging.getLogger("whisperwire.clips")
@@ -50,7 +51,7 @@ FRAMES_PER_SECOND = 100  # Whisper's mel frames: a segment's `seek` counts these
 PIECE_S = 180.0
 SEAM_SEARCH_S = 20.0
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[ev.ServerEvent], Awaitable[None]]
 
 _DATA_URL = re.compile(r"data:[\w.+/-]*(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
 _WHITESPACE = re.compile(rb"\s+")
@@ -116,8 +117,13 @@ class ClipJob:
     task: str
 
 
-def _round(x: float) -> float:
-    return round(float(x), 3)
+@dataclass(frozen=True)
+class ClipsStatus:
+    """What the session's `status` reply says while clips are in hand."""
+
+    audio_id: str | ev.Unset  # the running clip
+    progress: float
+    clips_queued: int
 
 
 def pieces(samples: np.ndarray, piece_s: float = PIECE_S) -> list[tuple[int, int]]:
@@ -136,16 +142,16 @@ def pieces(samples: np.ndarray, piece_s: float = PIECE_S) -> list[tuple[int, int
     return out
 
 
-def _segment(segment: Any, offset: float) -> dict[str, Any]:
+def _segment(segment: Any, offset: float) -> ev.ClipSegment:
     """A faster-whisper segment of a piece starting at `offset` seconds -> the `transcription`
     message's segment; `window` is where the 30 s window that decoded it starts, so seams
     are visible."""
-    return {
-        "start": _round(segment.start + offset),
-        "end": _round(segment.end + offset),
-        "text": segment.text.strip(),
-        "window": _round(segment.seek / FRAMES_PER_SECOND + offset),
-    }
+    return ev.ClipSegment(
+        start=segment.start + offset,
+        end=segment.end + offset,
+        text=segment.text.strip(),
+        window=segment.seek / FRAMES_PER_SECOND + offset,
+    )
 
 
 class ClipQueue:
@@ -180,21 +186,22 @@ class ClipQueue:
     def busy(self) -> bool:
         return self._current is not None or bool(self._waiting)
 
-    def status(self) -> dict[str, Any]:
-        """Fields for the session's `status` reply while clips are in hand."""
+    def status(self) -> ClipsStatus | None:
+        """For the session's `status` reply while clips are in hand; None when idle."""
         if not self.busy:
-            return {}
-        current = {"audio_id": self._current.audio_id} if self._current else {}
-        return {**current, "progress": _round(self._progress), "clips_queued": len(self._waiting)}
+            return None
+        current = self._current.audio_id if self._current else ev.UNSET
+        return ClipsStatus(current, self._progress, len(self._waiting))
 
     async def submit(self, clip: proto.ClipAudio, config: proto.StreamConfig) -> None:
         """Accept a clip (answered with `state processing` at once) and return; it runs later."""
         audio_id = clip.audio_id or str(uuid.uuid4())
         if self._memory is not None and self._memory.over():
             await self._send(
-                proto.error_event(
-                    proto.OVERLOADED,
-                    "the server is at its memory budget (--max-memory-mb); retry the clip later",
+                ev.Error(
+                    code=proto.OVERLOADED,
+                    message="the server is at its memory budget (--max-memory-mb); retry the "
+                    "clip later",
                     audio_id=audio_id,
                     retry_after=10.0,
                 )
@@ -203,10 +210,10 @@ class ClipQueue:
             return
         if len(self._waiting) >= MAX_QUEUED_CLIPS:
             await self._send(
-                proto.error_event(
-                    proto.OVERLOADED,
-                    f"{len(self._waiting)} clips are already waiting on this session; wait for "
-                    "their transcriptions (or open another session) before sending more",
+                ev.Error(
+                    code=proto.OVERLOADED,
+                    message=f"{len(self._waiting)} clips are already waiting on this session; "
+                    "wait for their transcriptions (or open another session) before sending more",
                     audio_id=audio_id,
                 )
             )
@@ -216,15 +223,7 @@ class ClipQueue:
         job = ClipJob(audio_id, clip.audio_data, language, task)
         ahead = len(self._waiting) + (self._current is not None)
         self._waiting.append(job)
-        await self._send(
-            {
-                "type": "state",
-                "state": "processing",
-                "audio_id": audio_id,
-                "progress": 0.0,
-                "queued": ahead,
-            }
-        )
+        await self._send(ev.ClipProcessing(audio_id=audio_id, progress=0.0, queued=ahead))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
 
@@ -256,21 +255,21 @@ class ClipQueue:
         try:
             self._check_stopped()
             samples = await self._load(job)
-            message = await self._segments(job, samples)
+            transcription = await self._segments(job, samples)
         except ClipError as exc:
-            await self._send(proto.error_event(exc.code, exc.message, audio_id=job.audio_id))
+            await self._send(ev.Error(code=exc.code, message=exc.message, audio_id=job.audio_id))
         except Overloaded as exc:
             reason = f"clip not transcribed: {exc}; retry it later"
-            await self._send(proto.error_event(proto.OVERLOADED, reason, audio_id=job.audio_id))
+            await self._send(ev.Error(code=proto.OVERLOADED, message=reason, audio_id=job.audio_id))
         except Exception as exc:  # noqa: BLE001 - the model failed; the client must hear it
             log.exception("session %s: clip %s failed", self.key, job.audio_id)
             reason = f"transcription failed: {exc}"
             await self._send(
-                proto.error_event(proto.TRANSCRIPTION_ERROR, reason, audio_id=job.audio_id)
+                ev.Error(code=proto.TRANSCRIPTION_ERROR, message=reason, audio_id=job.audio_id)
             )
         else:
-            if message is not None:
-                await self._send(message)
+            if transcription is not None:
+                await self._send(transcription)
         await self._ready(job.audio_id)
 
     async def _load(self, job: ClipJob) -> np.ndarray:
@@ -297,13 +296,13 @@ class ClipQueue:
                 f"the server could not decode the clip (incident {ref} in its log)",
             ) from exc
 
-    async def _segments(self, job: ClipJob, samples: np.ndarray) -> dict[str, Any] | None:
+    async def _segments(self, job: ClipJob, samples: np.ndarray) -> ev.Transcription | None:
         """Step Whisper's seek one scheduler job at a time, piece by piece; None if the
         session closed. The language found in the first piece holds for the rest."""
         duration = len(samples) / SAMPLE_RATE
         engine = self.engine
         language: str | None = job.language
-        segments: list[dict[str, Any]] = []
+        segments: list[ev.ClipSegment] = []
         text = ""  # Whisper's segment texts carry their own leading spaces (or none: CJK)
         for start, end in pieces(samples):
             piece, offset = samples[start:end], start / SAMPLE_RATE
@@ -333,21 +332,15 @@ class ClipQueue:
                     window = segment.seek
                     self._progress = min(1.0, (segment.end + offset) / duration)
                     await self._send(
-                        {
-                            "type": "state",
-                            "state": "processing",
-                            "audio_id": job.audio_id,
-                            "progress": _round(self._progress),
-                        }
+                        ev.ClipProcessing(audio_id=job.audio_id, progress=self._progress)
                     )
-        return {
-            "type": "transcription",
-            "transcription": text.strip(),
-            "audio_id": job.audio_id,
-            "language": None if language == "auto" else language,  # "auto": nothing heard
-            "duration": _round(duration),
-            "segments": segments,
-        }
+        return ev.Transcription(
+            transcription=text.strip(),
+            audio_id=job.audio_id,
+            language=None if language == "auto" else language,  # "auto": nothing heard
+            duration=duration,
+            segments=tuple(segments),
+        )
 
     def _check_stopped(self) -> None:
         if self._stopped is not None:
@@ -355,4 +348,4 @@ class ClipQueue:
 
     async def _ready(self, audio_id: str) -> None:
         if not self._closed():
-            await self._send({"type": "state", "state": "ready", "audio_id": audio_id})
+            await self._send(ev.ClipReady(audio_id=audio_id))

@@ -6,18 +6,13 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Coroutine
-from types import FrameType
 from typing import Any
 
 import psutil
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from whisperwire import protocol as proto
 from whisperwire import vad
@@ -25,80 +20,29 @@ from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
+from whisperwire.protocol import events as ev
+from whisperwire.protocol import native
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
+from whisperwire.tls import TLSError, tls_context
+from whisperwire.uvicorn_adapters import (
+    GracefulServer,
+    NoClientTracebacks,
+    Peer,
+    RedactSecrets,
+    http_protocol,
+    websocket_protocol,
+)
+
+__all__ = ["App", "TLSError", "create_app", "serve", "tls_context"]
 
 log = logging.getLogger("whisperwire.server")
 
-Peer = tuple[str, int]  # a client's address and port
 # At --max-sessions, a session whose client has sent nothing for this long (or the idle
 # timeout, if shorter) gives its slot to a new client.
 QUIET_YIELD_S = 10.0
-LINGER_S = 2.0  # after a refused frame, the client's data is read and dropped this long
 RESUME_PARAMETERS = ("resume", "last_segment")  # query parameters of a reconnecting client
-
-
-class TLSError(Exception):
-    """The certificate or key cannot serve TLS; `which` is "cert" or "key"."""
-
-    def __init__(self, which: str, message: str) -> None:
-        super().__init__(message)
-        self.which = which
-
-
-class _Encrypted(Exception):
-    pass
-
-
-def _read_pem(which: str, path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise TLSError(which, f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise TLSError(which, f"{path} is a directory, not a PEM file") from None
-    except OSError as exc:
-        raise TLSError(which, f"{path} cannot be read: {exc.strerror}") from None
-
-
-def tls_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
-    """The server's TLS context: TLS 1.2 at least, Python's default (secure) ciphers.
-
-    `keyfile` may be omitted when `certfile` holds the key too. Raises TLSError with a
-    one-line reason for a missing, unreadable, non-PEM, encrypted or mismatched file.
-    """
-    if "-----BEGIN CERTIFICATE-----" not in _read_pem("cert", certfile):
-        raise TLSError("cert", f"{certfile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
-    key_which, key_path = ("key", keyfile) if keyfile else ("cert", certfile)
-    if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", _read_pem(key_which, key_path)):
-        hint = "" if keyfile else "; give the key file too"
-        raise TLSError(key_which, f"{key_path} holds no PEM private key{hint}")
-
-    def encrypted() -> str:
-        raise _Encrypted
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(certfile, keyfile, password=encrypted)
-    except _Encrypted:
-        raise TLSError(
-            key_which,
-            f"{key_path} is encrypted with a passphrase; give an unencrypted key "
-            "(openssl pkey -in KEY -out PLAIN_KEY)",
-        ) from None
-    except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            raise TLSError(
-                key_which,
-                f"the private key in {key_path} does not match the certificate in {certfile}",
-            ) from None
-        raise TLSError("cert", f"cannot load {certfile}: {exc.reason or exc}") from None
-    except OSError as exc:
-        raise TLSError("cert", f"cannot load {certfile}: {exc.strerror or exc}") from None
-    return context
 
 
 class App:
@@ -235,31 +179,6 @@ class App:
             )
 
 
-SECRET_PARAMETER = re.compile(r"(?i)\b(token|api_key|key)=[^&\s\"']+")
-
-
-class RedactSecrets(logging.Filter):
-    """Keys given as query parameters (`?token=...`) never reach a log line: uvicorn logs
-    every WebSocket path and HTTP request line with its query string."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = SECRET_PARAMETER.sub(r"\1=***", message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
-
-
-class NoClientTracebacks(logging.Filter):
-    """A client's invalid UTF-8 text frame is its error, answered with close 1007 by uvicorn,
-    which logs it with a traceback: keep the line, drop the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and str(record.msg).startswith("Invalid UTF-8 sequence"):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
 def authorized(ws: WebSocket, keys: list[str]) -> bool:
     """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
     offered = ws.query_params.get("token", "")
@@ -305,8 +224,13 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
             "memory": state.memory.status(),
         }
 
-    async def refuse(ws: WebSocket, code: str, message: str, close_code: int, **extra: Any) -> None:
-        await ws.send_text(proto.encode_json(proto.error_event(code, message, **extra)))
+    async def refuse(
+        ws: WebSocket, code: str, message: str, close_code: int, retry_after: float | None = None
+    ) -> None:
+        """Say why (in the native dialect, whatever the client asked for), then close."""
+        wait = ev.UNSET if retry_after is None else retry_after
+        refusal = ev.Error(code=code, message=message, retry_after=wait)
+        await ws.send_text(native.encode(refusal, state.services.clock))
         await ws.close(close_code, code.lower())
 
     idle = settings.idle_timeout_s
@@ -479,104 +403,6 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
     app.add_api_websocket_route("/", endpoint)
     app.add_api_websocket_route("/v1/listen", endpoint)
     return app
-
-
-def http_protocol(handshake_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol, with a bound on how long a new connection may take to send
-    its request: uvicorn waits for it without limit, so sockets that connect and send
-    nothing (or dribble their headers) would pile up until the process runs out of file
-    descriptors."""
-
-    class HandshakeTimeout(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self._handshake_timer = (
-                self.loop.call_later(handshake_timeout_s, self._handshake_expired)
-                if handshake_timeout_s > 0
-                else None
-            )
-
-        def _handshake_expired(self) -> None:
-            transport = self.transport
-            # No request yet, and not upgraded (a WebSocket's transport has another protocol).
-            waiting = self.cycle is None and transport.get_protocol() is self
-            if waiting and not transport.is_closing():
-                log.debug("no request within %g s from %s", handshake_timeout_s, self.client)
-                transport.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
-            super().connection_lost(exc)
-
-    return HandshakeTimeout
-
-
-def websocket_protocol(transports: dict[Peer, asyncio.Transport]) -> type[asyncio.Protocol]:
-    """uvicorn's WebSocket protocol, keeping each connection's transport by peer address, so
-    a session can drop a client that stops reading: ASGI can only close, and a close frame
-    would wait behind everything that client has not read."""
-
-    class Registered(WebSocketsSansIOProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            if self.client is not None:
-                transports[self.client] = self.transport
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.client is not None and transports.get(self.client) is self.transport:
-                del transports[self.client]
-            super().connection_lost(exc)
-
-        def handle_parser_exception(self) -> None:
-            """A frame the server refuses (over the size limit, malformed): the close frame
-            (1009, 1002, ...) is sent, then what the client is still sending is read and
-            dropped for LINGER_S before the socket closes. Closing at once, with its data
-            unread, would reset the connection, and the client would lose the close frame
-            that says why."""
-            close = self.conn.close_sent
-            code, reason = (close.code, close.reason) if close is not None else (1002, "")
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
-            self._lingering = True  # uvicorn leaves a transport with a close timer open when
-            self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)  # the app ends
-
-        def data_received(self, data: bytes) -> None:
-            if not getattr(self, "_lingering", False):
-                super().data_received(data)
-            elif self.conn.parser_exc is None and self.conn.close_rcvd is None:
-                self.conn.receive_data(data)  # after a refused message (1007): frames are
-                self.conn.events_received()  # dropped, and the client's close ends the wait
-                if self.conn.close_rcvd is not None or self.conn.parser_exc is not None:
-                    self.transport.close()
-
-    return Registered
-
-
-class GracefulServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, sessions first finalise the audio they hold (their finals reach
-    the client and the forwarder), then uvicorn closes the connections and stops."""
-
-    def __init__(self, config: uvicorn.Config, state: App) -> None:
-        super().__init__(config)
-        self.state = state
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining or self.should_exit:
-            super().handle_exit(sig, frame)  # a second signal: stop now
-            return
-        self._draining = True
-        loop = asyncio.get_event_loop()
-
-        async def drain_then_exit() -> None:
-            try:
-                await self.state.drain(timeout=10.0)
-            finally:
-                self.should_exit = True
-
-        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_exit()))
 
 
 def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> None:

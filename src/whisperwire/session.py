@@ -11,45 +11,28 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from whisperwire import policy
 from whisperwire import protocol as proto
-from whisperwire.audio import SAMPLE_RATE, StreamResampler, pcm_to_float32
+from whisperwire.audio import SAMPLE_RATE
 from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
-from whisperwire.policy import (
-    DecodeRequest,
-    Ended,
-    Event,
-    Final,
-    Flushed,
-    Hypothesis,
-    Partial,
-    Policy,
-    PolicyConfig,
-)
+from whisperwire.outbox import Close, Connection, Outbox, SendText
+from whisperwire.pipeline import AudioPipeline
+from whisperwire.policy import DecodeRequest, Hypothesis, Policy, PolicyConfig
+from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Batchable, Overloaded, Scheduler
-from whisperwire.vad import StreamingVad
 
 log = logging.getLogger("whisperwire.session")
 
-SendText = Callable[[str], Awaitable[None]]
-Close = Callable[[int, str], Awaitable[None]]
-
-MAX_OUTBOX = 1000  # messages waiting for a client that does not read; then it is closed
-MAX_REPLAY = 1000  # finals sent, kept to send again to a client that resumes
 DECODE_ATTEMPTS = 3  # tries of a region's final window before its audio is reported lost
 RETRY_DELAY_S = 0.5  # before the second try; doubles after each failure
-WRITER_DRAIN_S = 5.0  # a closed session's writer hands what is queued to the forwarder
-_STOP: dict[str, Any] = {}  # the outbox's last item once the connection is gone
 
 
 @dataclass
@@ -70,23 +53,7 @@ class Services:
     memory: MemoryBudget | None = None  # None: no budget
     max_clip_s: float = MAX_CLIP_SECONDS
     resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
-
-
-class AudioPipeline:
-    """PCM bytes -> 16 kHz float32 + VAD probabilities. Runs in a worker thread."""
-
-    def __init__(self, encoding: str, sample_rate: int) -> None:
-        self.encoding = encoding
-        self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
-        self.vad = StreamingVad()
-
-    def process(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        samples = self.resampler.process(pcm_to_float32(data, self.encoding))
-        return samples, self.vad.process(samples)
-
-    def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        """The resampler's last samples at end of stream (not scored: the region is forced)."""
-        return self.resampler.process(np.zeros(0, dtype=np.float32), last=True), np.zeros(0)
+    clock: proto.Clock = proto.utc_now  # stamps every event sent
 
 
 def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[Hypothesis, float]]]:
@@ -102,42 +69,32 @@ def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[H
     return run
 
 
-def _round(x: float) -> float:
-    return round(float(x), 3)
-
-
-def event_message(event: Event) -> dict[str, Any]:
-    if isinstance(event, Partial):
-        return {
-            "type": "partial",
-            "segment_id": event.segment_id,
-            "text": event.text,
-            "stable": event.stable,
-            "start": _round(event.start),
-            "end": _round(event.end),
-        }
-    if isinstance(event, Final):
-        return {
-            "type": "final",
-            "segment_id": event.segment_id,
-            "text": event.text,
-            "start": _round(event.start),
-            "end": _round(event.end),
-            "language": event.language,
-            "words": [
-                {
-                    "word": w.text,
-                    "start": _round(w.start),
-                    "end": _round(w.end),
-                    "probability": _round(w.probability),
-                }
-                for w in event.words
-            ],
-        }
-    if isinstance(event, Flushed):
-        return {"type": "state", "state": "flushed"}
-    assert isinstance(event, Ended)
-    return {"type": "end", "duration": _round(event.duration), "segments": event.segments}
+def wire_event(event: policy.Event) -> ev.ServerEvent:
+    """The policy's event as the client is told it."""
+    if isinstance(event, policy.Partial):
+        return ev.Partial(
+            segment_id=event.segment_id,
+            text=event.text,
+            stable=event.stable,
+            start=event.start,
+            end=event.end,
+        )
+    if isinstance(event, policy.Final):
+        words = tuple(
+            ev.Word(word=w.text, start=w.start, end=w.end, probability=w.probability)
+            for w in event.words
+        )
+        return ev.Final(
+            segment_id=event.segment_id,
+            text=event.text,
+            start=event.start,
+            end=event.end,
+            language=event.language,
+            words=words,
+        )
+    if isinstance(event, policy.Flushed):
+        return ev.Flushed()
+    return ev.Ended(duration=event.duration, segments=event.segments)
 
 
 class Session:
@@ -151,19 +108,23 @@ class Session:
     ) -> None:
         self.id = str(uuid.uuid4())
         self.services = services
-        self._send_text = send_text
-        self._close = close
-        self._abort = abort  # drops the connection at once (no close frame); None: close
-        # One ordered writer: every message leaves through this queue, in the order made.
-        self._outbox: deque[Event | dict[str, Any]] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # `end` behind clips, a close
+        self._tasks: set[asyncio.Task[None]] = set()  # `end` behind clips
         config = proto.StreamConfig(language=services.default_language, task=services.default_task)
         self.codec = proto.Codec(
             config=config,
             languages=services.engine.languages,
             max_message_bytes=services.max_message_bytes,
+            clock=services.clock,
+        )
+        # One ordered writer: every event leaves through it, in the order made.
+        self.out = Outbox(
+            self.id,
+            self.codec,
+            Connection(send_text, close, abort),
+            lambda: self.resumable,
+            services.forwarder,
+            services.forward_wait_s,
+            services.write_timeout_s,
         )
         self._query = query or {}
         self.policy = Policy(services.policy_config)
@@ -174,27 +135,19 @@ class Session:
         self._told_backlog = False
         self._failures = 0  # decodes failed in a row
         self._final_failures = 0  # of them, tries of a region's last window
-        self._closed = False
-        self._close_code = (1000, "end of stream")
-        self._ended = asyncio.Event()  # the `end` message went out
         # The audio pipeline and the policy are fed by one task at a time: the receive loop's
         # frames, and `end` (the client's, or the server's on shutdown or idle timeout).
         self._feeding = asyncio.Lock()
         self._stopping = False  # the server is ending the session: late audio is dropped
         self.last_heard = time.monotonic()  # the client's last message
         self.opened = self.last_heard
-        # Resume: while no connection is attached (it dropped), the writer waits; finals sent
-        # are kept, as a client may not have received the last ones before the drop.
-        self._attached = asyncio.Event()
-        self._attached.set()
-        self._replay: deque[dict[str, Any]] = deque(maxlen=MAX_REPLAY)
         self.received_s = 0.0  # seconds of audio received, at the client's sample rate
 
     # ---- lifecycle
 
     async def open(self) -> None:
         """Apply query parameters and greet; a bad parameter is an error, not a refusal."""
-        self._writer = asyncio.create_task(self._write())
+        self.out.start()
         try:
             self.codec.apply_query(self._query)
         except proto.ProtocolError as exc:
@@ -203,37 +156,30 @@ class Session:
         if self.services.forwarder is not None:
             self.services.forwarder.attach(self.id, self.send)
         engine = self.services.engine
-        await self.send(
-            {
-                "type": "state",
-                "state": "ready",
-                "session_id": self.id,
-                "message": "ready: send PCM as binary frames, or JSON messages",
-                "config": {
-                    **self.codec.config.model_dump(),
-                    "max_message_bytes": self.services.max_message_bytes,
-                    "model": engine.name,
-                    "languages": "all" if engine.multilingual else sorted(engine.languages),
-                },
-            }
+        config = ev.SessionConfig(
+            **self.codec.config.model_dump(),
+            max_message_bytes=self.services.max_message_bytes,
+            model=engine.name,
+            languages="all" if engine.multilingual else sorted(engine.languages),
         )
+        message = "ready: send PCM as binary frames, or JSON messages"
+        await self.send(ev.Ready(session_id=self.id, message=message, config=config))
 
     @property
     def resumable(self) -> bool:
         """Could a client whose connection dropped now resume this session?"""
-        return self.services.resume_window_s > 0 and not self.policy.finished and not self._closed
+        resume = self.services.resume_window_s > 0
+        return resume and not self.policy.finished and not self.out.closed
 
     def detach(self) -> None:
         """The connection dropped before `end`: decoding goes on, and the writer waits for a
         client that resumes (`attach`) or for `closed`."""
-        self._attached.clear()
+        self.out.detach()
 
     def drop_connection(self) -> None:
         """The client resumes on a new connection before the server noticed the old one
         drop: abandon the old one (its receive loop ends and parks the session)."""
-        self.detach()
-        if self._abort is not None:
-            self._abort()
+        self.out.drop_connection()
 
     async def attach(
         self,
@@ -245,46 +191,29 @@ class Session:
         """A client resumes on a new connection: it is greeted with the audio offset to send
         from, gets again the finals after `last_segment` (all, if None) that were sent
         before the drop, then everything since."""
-        self._send_text, self._close, self._abort = send_text, close, abort
         self.last_heard = time.monotonic()
-        missed = [m for m in self._replay if last_segment is None or m["segment_id"] > last_segment]
-        greeting = {
-            "type": "state",
-            "state": "ready",
-            "session_id": self.id,
-            "resumed": True,
-            "audio_offset": _round(self.received_s),
-            "message": f"resumed: {len(missed)} final(s) follow again; send audio from "
+        missed = self.out.missed(last_segment)
+        greeting = ev.Ready(
+            session_id=self.id,
+            resumed=True,
+            audio_offset=self.received_s,
+            message=f"resumed: {len(missed)} final(s) follow again; send audio from "
             f"{self.received_s:.3f} s",
-            "config": self.codec.config.model_dump(),
-        }
-        # Sent before the writer goes on (it waits, holding the first message not yet sent).
-        # A new connection that does not read them in time ends the session.
-        limit = self.services.write_timeout_s or None
-        for message in [greeting, *missed]:
-            frame = self.codec.encode(message)
-            if frame is not None:
-                await asyncio.wait_for(self._send_text(frame), limit)
-        self._attached.set()
+            config=self.codec.config,
+        )
+        await self.out.resume(Connection(send_text, close, abort), [greeting, *missed])
 
     async def finalise_unattended(self, timeout: float) -> None:
         """Nobody resumed: finalise the audio received, for the forwarder (nothing is sent)."""
-        self._closed = True
-        self._attached.set()
-        await self.end_and_close(self._close_code, timeout)
+        self.out.closed = True
+        self.out.attached.set()
+        await self.end_and_close(self.out.close_code, timeout)
 
     async def closed(self) -> None:
         """The connection is gone: stop work nobody will read."""
-        self._closed = True
-        self._attached.set()  # a writer waiting for a resume goes on, to the forwarder
         if self._decoding is not None:
             self._decoding.cancel()
-        if self._writer is not None:  # what is queued still reaches the forwarder
-            self._outbox.append(_STOP)
-            self._outbox_ready.set()
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._writer), WRITER_DRAIN_S)
-            self._writer.cancel()
+        await self.out.stop()  # what is queued still reaches the forwarder
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
 
@@ -314,11 +243,11 @@ class Session:
     async def end_and_close(self, close: tuple[int, str], timeout: float) -> None:
         """Finalise the audio received, as on `end` (its finals and `end` are sent), then
         close with `close` (code, reason)."""
-        self._close_code = close
+        self.out.close_code = close
         self._stopping = True
         await self._end()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), timeout)
+            await asyncio.wait_for(self.out.ended.wait(), timeout)
 
     # ---- inbound
 
@@ -351,17 +280,15 @@ class Session:
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, exc.message)
             if exc.clip is not None:  # a refused clip: its client is not left waiting
-                await self.send({"type": "state", "state": "ready", "audio_id": exc.clip or None})
+                await self.send(ev.ClipReady(audio_id=exc.clip or None))
             return
         if isinstance(message, proto.Ping):
-            await self.send({"type": "state", "state": "pong", "message": "pong"})
+            await self.send(ev.Pong())
         elif isinstance(message, proto.Status):
             await self.send(self.status())
         elif isinstance(message, proto.Config):
             self._sync_options()
-            await self.send(
-                {"type": "state", "state": "configured", "config": self.codec.config.model_dump()}
-            )
+            await self.send(ev.Configured(config=self.codec.config))
         elif isinstance(message, proto.Flush):
             if not self.policy.finished:
                 self.policy.flush()
@@ -386,18 +313,20 @@ class Session:
         config = self.codec.config
         self.policy.set_options(None if config.language == "auto" else config.language, config.task)
 
-    def status(self) -> dict[str, Any]:
-        clips = self._clips.status() if self._clips is not None else {}
-        return {
-            "type": "state",
-            "state": "processing" if self.policy.busy or clips else "ready",
-            "session_id": self.id,
-            "duration": _round(self.policy.duration),
-            "queued_jobs": self.services.scheduler.pending,
-            "step": _round(self.policy.step_s),
-            **clips,
-            **({"load": self.services.load.status()} if self.services.load else {}),
-        }
+    def status(self) -> ev.StatusReport:
+        clips = self._clips.status() if self._clips is not None else None
+        load = self.services.load
+        return ev.StatusReport(
+            state="processing" if self.policy.busy or clips else "ready",
+            session_id=self.id,
+            duration=self.policy.duration,
+            queued_jobs=self.services.scheduler.pending,
+            step=self.policy.step_s,
+            audio_id=clips.audio_id if clips else ev.UNSET,
+            progress=clips.progress if clips else ev.UNSET,
+            clips_queued=clips.clips_queued if clips else ev.UNSET,
+            load=load.status() if load else ev.UNSET,
+        )
 
     # ---- decoding
 
@@ -454,27 +383,29 @@ class Session:
         if self._final_failures >= DECODE_ATTEMPTS:
             start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE
             lost = f"the audio from {start:.2f} s to {end:.2f} s could not be transcribed"
-            self._enqueue(
-                proto.error_event(code, f"{what}; {lost} after {DECODE_ATTEMPTS} attempts")
+            self.out.put(
+                ev.Error(code=code, message=f"{what}; {lost} after {DECODE_ATTEMPTS} attempts")
             )
             self._failures = self._final_failures = 0
             self.policy.apply(request, Hypothesis([], None))
             return
         if self._failures == 1:  # once per run of failures
-            self._enqueue(proto.error_event(code, f"{what}; the audio is kept and decoded again"))
+            self.out.put(
+                ev.Error(code=code, message=f"{what}; the audio is kept and decoded again")
+            )
         self.policy.release(request)
         await asyncio.sleep(RETRY_DELAY_S * 2 ** min(self._failures - 1, 4))
 
     def _queue_events(self) -> None:
         """Move the policy's events to the outbox at once: nothing can come between them."""
-        for event in self.policy.events():
-            if isinstance(event, Partial) and not self.codec.config.partials:
+        for event in map(wire_event, self.policy.events()):
+            if isinstance(event, ev.Partial) and not self.codec.config.partials:
                 continue
-            if isinstance(event, Ended) and self._clips is not None:
+            if isinstance(event, ev.Ended) and self._clips is not None:
                 # Clips sent before `end` are answered first; nothing follows `end`.
                 self._spawn(self._end_after_clips(event))
                 continue
-            self._enqueue(event)
+            self.out.put(event)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` beside the session, holding its task until it is done."""
@@ -482,16 +413,16 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _end_after_clips(self, event: Ended) -> None:
+    async def _end_after_clips(self, event: ev.Ended) -> None:
         assert self._clips is not None
         await self._clips.drain()
-        self._enqueue(event)
+        self.out.put(event)
 
     # ---- outbound
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Queue a message behind everything the session said before (callback form)."""
-        self._enqueue(message)
+    async def send(self, event: ev.ServerEvent) -> None:
+        """Queue an event behind everything the session said before (callback form)."""
+        self.out.put(event)
 
     async def room_for_audio(self) -> None:
         """Return when the session may read its next frame: at once, unless more than
@@ -503,7 +434,9 @@ class Session:
             return
         # Paused, reading resumes at half the limit: then many frames are read at once, and
         # a ping the client sent behind its audio is answered within seconds.
-        while not self._closed and self._attached.is_set() and self.policy.backlog_s > limit / 2:
+        while (
+            not self.out.closed and self.out.attached.is_set() and self.policy.backlog_s > limit / 2
+        ):
             if not self._told_backlog:
                 self._told_backlog = True
                 await self.send_error(
@@ -523,106 +456,10 @@ class Session:
         Such a session is not idle, however long its client stays quiet."""
         decoding = self._decoding is not None and not self._decoding.done()
         clips = self._clips is not None and self._clips.busy
-        return decoding or clips or bool(self._outbox)
+        return decoding or clips or self.out.pending
 
     async def send_error(self, code: str, message: str) -> None:
-        self._enqueue(proto.error_event(code, message))
-
-    def _enqueue(self, item: Event | dict[str, Any]) -> None:
-        if isinstance(item, Partial):  # a newer partial of a segment replaces a queued one
-            stale = [
-                queued
-                for queued in self._outbox
-                if isinstance(queued, Partial) and queued.segment_id == item.segment_id
-            ]
-            for queued in stale:
-                self._outbox.remove(queued)
-        if len(self._outbox) >= MAX_OUTBOX:
-            if not self._closed:
-                self._drop_client(f"{MAX_OUTBOX} messages unread")
-            if not isinstance(item, Final | Flushed | Ended):
-                return  # nobody will read it; what the forwarder needs is kept
-        self._outbox.append(item)
-        self._outbox_ready.set()
-
-    async def _write(self) -> None:
-        """The one writer: forwards and sends the outbox's items in order, until `end`."""
-        while True:
-            while not self._outbox:
-                self._outbox_ready.clear()
-                await self._outbox_ready.wait()
-            item = self._outbox.popleft()
-            if item is _STOP:
-                return
-            if isinstance(item, Ended):
-                await self._end_with(item)
-                return
-            await self._deliver(item)
-
-    async def _end_with(self, ended: Ended) -> None:
-        """`end` goes last: after the backend's reply to the session (relayed through the
-        outbox while the forwarder waits for it) and whatever else was queued meanwhile."""
-        await self._deliver(ended, transmit=False)
-        while self._outbox and self._outbox[0] is not _STOP:
-            await self._deliver(self._outbox.popleft())
-        await self._transmit(event_message(ended))
-        if not self._closed:
-            await self._close(*self._close_code)
-        self._closed = True
-        self._ended.set()
-
-    def _drop_client(self, why: str) -> None:
-        """The client does not read: drop its connection. A close frame would wait behind
-        what it has not read, for ever; the session's finals still reach the forwarder."""
-        log.warning("session %s: %s; dropping the connection", self.id, why)
-        self._closed = True
-        if self._abort is not None:
-            self._abort()
-        else:
-            self._spawn(self._close(1008, "the client does not read its messages"))
-
-    async def _deliver(self, item: Event | dict[str, Any], transmit: bool = True) -> None:
-        try:
-            if isinstance(item, dict):
-                await self._transmit(item)
-                return
-            forwarder = self.services.forwarder
-            if forwarder is not None:
-                if isinstance(item, Final):
-                    segment = {k: v for k, v in event_message(item).items() if k != "words"}
-                    await forwarder.add_final(self.id, segment)
-                elif isinstance(item, Flushed):
-                    await forwarder.flush(self.id)
-                elif isinstance(item, Ended):
-                    await forwarder.end_session(self.id, wait_s=self.services.forward_wait_s)
-            if transmit:
-                await self._transmit(event_message(item))
-        except Exception:  # a bug of ours: the messages after it still go out
-            log.exception("session %s: could not deliver %s", self.id, type(item).__name__)
-
-    async def _transmit(self, message: dict[str, Any]) -> None:
-        frame = self.codec.encode(message)
-        if frame is None:
-            return
-        limit = self.services.write_timeout_s or None
-        while True:
-            await self._attached.wait()  # a dropped connection: until the client resumes
-            if self._closed:
-                return
-            try:
-                await asyncio.wait_for(self._send_text(frame), limit)
-            except asyncio.TimeoutError:  # the client stopped reading: free its slot
-                self._drop_client(f"a message waited {limit:g} s to be sent")
-                return
-            except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
-                if not self.resumable:
-                    self._closed = True
-                    return
-                self._attached.clear()  # sent again once the client resumes
-                continue
-            if message.get("type") == "final":
-                self._replay.append(message)
-            return
+        self.out.put(ev.Error(code=code, message=message))
 
     # ---- whole clips
 
@@ -634,7 +471,7 @@ class Session:
                 services.engine,
                 services.scheduler,
                 self.send,
-                lambda: self._closed,
+                lambda: self.out.closed,
                 services.load,
                 services.memory,
                 services.max_clip_s,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from support import AUDIO_FORMATS, encode_audio
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, decode_file
 from whisperwire.clips import ClipError, ClipQueue, decode_base64, load_clip, pieces
+from whisperwire.protocol import events as ev
+from whisperwire.protocol import native
 from whisperwire.scheduler import Scheduler
 
 
@@ -189,22 +192,27 @@ def run_clips(engine: FakeEngine, texts: list[dict[str, Any]]) -> list[dict[str,
         scheduler = Scheduler()
         try:
 
-            async def send(message: dict[str, Any]) -> None:
-                sent.append(message)
+            async def send(event: ev.ServerEvent) -> None:
+                sent.append(native.payload(event))
 
             queue = ClipQueue("s1", engine, scheduler, send, lambda: False)  # type: ignore[arg-type]
             codec = proto.Codec()
             for obj in texts:
-                clip = codec.receive_text(proto.encode_json(obj))
+                clip = codec.receive_text(json.dumps(obj))
                 assert isinstance(clip, proto.ClipAudio)
                 await queue.submit(clip, codec.config)
             # Every clip waits until the loop runs the queue, which then takes the first.
-            assert queue.status() == {"progress": 0.0, "clips_queued": len(texts)}
+            status = queue.status()
+            assert status is not None and (status.progress, status.clips_queued) == (
+                0.0,
+                len(texts),
+            )
             await asyncio.sleep(0)
-            assert queue.status()["clips_queued"] == len(texts) - 1
+            status = queue.status()
+            assert status is not None and status.clips_queued == len(texts) - 1
             while queue.busy:
                 await asyncio.sleep(0.01)
-            assert queue.status() == {}
+            assert queue.status() is None
         finally:
             scheduler.close()
 
@@ -300,8 +308,9 @@ def test_a_closed_session_stops_its_clip_between_windows() -> None:
         scheduler = Scheduler()
         closed = False
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(event: ev.ServerEvent) -> None:
             nonlocal closed
+            message = native.payload(event)
             sent.append(message)
             closed = closed or message.get("progress", 0) > 0  # the client leaves mid-clip
 
@@ -309,7 +318,7 @@ def test_a_closed_session_stops_its_clip_between_windows() -> None:
             queue = ClipQueue("s1", CountingEngine(), scheduler, send, lambda: closed)  # type: ignore[arg-type]
             codec = proto.Codec()
             for _ in range(2):
-                message = codec.receive_text(proto.encode_json(clip(3.0)))
+                message = codec.receive_text(json.dumps(clip(3.0)))
                 assert isinstance(message, proto.ClipAudio)
                 await queue.submit(message, codec.config)
             while queue.busy:
@@ -347,7 +356,8 @@ def test_stopped_clips_are_answered_overloaded_then_ready() -> None:
     async def main() -> None:
         scheduler = Scheduler()
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(event: ev.ServerEvent) -> None:
+            message = native.payload(event)
             sent.append(message)
             if message.get("state") == "processing" and message.get("progress", 0) > 0:
                 queue.stop("the server is shutting down")  # during the first clip's windows
@@ -355,7 +365,7 @@ def test_stopped_clips_are_answered_overloaded_then_ready() -> None:
         queue = ClipQueue("s1", engine, scheduler, send, lambda: False)  # type: ignore[arg-type]
         codec = proto.Codec()
         for obj in (clip(3.0, audio_id="a"), clip(2.0, audio_id="b")):
-            message = codec.receive_text(proto.encode_json(obj))
+            message = codec.receive_text(json.dumps(obj))
             assert isinstance(message, proto.ClipAudio)
             await queue.submit(message, codec.config)
         await queue.drain()

@@ -1,12 +1,15 @@
-"""The sans-I/O codec: frames in, typed messages or contract errors out."""
+"""The sans-I/O codec: frames in, typed messages or contract errors out; events out."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from whisperwire import protocol as proto
+from whisperwire.protocol import events as ev
+from whisperwire.protocol import native
 
 
 def codec(**kw: object) -> proto.Codec:
@@ -109,21 +112,25 @@ def test_clip_message_fields() -> None:
     assert c.config.language == "en", "a clip's language does not change the session"
 
 
-def test_json_events_carry_a_utc_timestamp() -> None:
-    frame = codec().encode({"type": "state", "state": "pong"})
+def test_json_events_are_stamped_by_the_injected_clock_in_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+    c = codec(clock=lambda: datetime(2026, 11, 21, 21, 15, 3, 120999, tzinfo=paris))
+    frame = c.encode(ev.Pong())
     assert frame is not None
-    message = json.loads(frame)
-    assert message["state"] == "pong"
-    assert message["timestamp"].endswith("Z") and "T" in message["timestamp"]
+    assert json.loads(frame) == {
+        "type": "state",
+        "state": "pong",
+        "message": "pong",
+        "timestamp": "2026-11-21T20:15:03.120Z",
+    }
 
 
-def test_text_dialect_sends_connection_id_then_final_texts_only() -> None:
+def test_the_format_picks_the_dialect_for_the_rest_of_the_session() -> None:
     c = codec()
-    c.apply_query({"format": "text"})
-    assert c.encode({"type": "state", "state": "ready", "session_id": "abc"}) == "CONNECTION_ID:abc"
-    assert c.encode({"type": "final", "text": "Hello there."}) == "Hello there."
-    assert c.encode({"type": "partial", "text": "Hel"}) is None
-    assert c.encode({"type": "state", "state": "pong"}) is None
+    assert c.encode(ev.Pong()) is not None
+    c.receive_text('{"type":"config","format":"text"}')
+    assert c.encode(ev.Pong()) is None
+    assert isinstance(c.receive_text('{"type":"ping"}'), proto.Ping), "read as natively"
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -159,14 +166,16 @@ def test_an_error_about_a_lone_surrogate_can_be_sent(text: str) -> None:
     after it)."""
     with pytest.raises(proto.ProtocolError) as info:
         codec().receive_text(text)
-    event = proto.error_event(info.value.code, info.value.message, audio_id=info.value.clip)
-    frame = proto.encode_json(event)
+    event = ev.Error(
+        code=info.value.code, message=info.value.message, audio_id=info.value.clip or ev.UNSET
+    )
+    frame = native.encode(event, proto.utc_now)
     frame.encode("utf-8")  # raises if a surrogate got through
     assert json.loads(frame)["code"] == info.value.code
 
 
 def test_an_event_that_carries_a_client_id_with_a_surrogate_is_escaped() -> None:
-    frame = proto.encode_json({"type": "state", "state": "processing", "audio_id": "a\ud800b"})
+    frame = native.encode(ev.ClipProcessing(audio_id="a\ud800b", progress=0.0), proto.utc_now)
     assert json.loads(frame)["audio_id"] == "a\ud800b"  # the same id, escaped in transit
     frame.encode("utf-8")
 

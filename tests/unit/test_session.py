@@ -117,7 +117,7 @@ def converse(
             await session.receive_bytes(frame)
             await asyncio.sleep(0.002)
         await session.receive_text(json.dumps({"type": "end"}))
-        await asyncio.wait_for(session._ended.wait(), 30)
+        await asyncio.wait_for(session.out.ended.wait(), 30)
         await session.closed()
         scheduler.close()
 

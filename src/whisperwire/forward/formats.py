@@ -1,10 +1,11 @@
 """The wire formats: a batch as an HTTP request to the backend, and the backend's reply
-as the ``{"type": "forward", ...}`` message relayed to the client."""
+as the ``forward`` event relayed to the client."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ import httpx
 
 from whisperwire.forward.config import ForwardConfig
 from whisperwire.forward.outbox import Batch
+from whisperwire.protocol.events import ForwardReply
 
 # Longest text of a backend reply we put in a log line.
 _LOG_SNIPPET = 500
@@ -73,20 +75,19 @@ def parse_body(resp: httpx.Response) -> Any:
 
 def reply_message(
     batch: Batch, *, status: int | None, response: Any, error: str | None
-) -> dict[str, Any]:
-    """The ``forward`` message of a batch that was delivered or failed permanently."""
-    return {
-        "type": "forward",
-        "batch": batch.seq,
-        "segment_ids": [s.get("segment_id") for s in batch.segments],
-        "status": status,
-        "response": response,
-        "error": error,
-    }
+) -> ForwardReply:
+    """The ``forward`` event of a batch that was delivered or failed permanently."""
+    return ForwardReply(
+        batch=batch.seq,
+        segment_ids=[s.get("segment_id") for s in batch.segments],
+        status=status,
+        response=response,
+        error=error,
+    )
 
 
-def delivered_message(fmt: str, batch: Batch, status: int | None, body: Any) -> dict[str, Any]:
-    """The ``forward`` message of a delivered batch: for ``llama``/``openai`` the model's
+def delivered_message(fmt: str, batch: Batch, status: int | None, body: Any) -> ForwardReply:
+    """The ``forward`` event of a delivered batch: for ``llama``/``openai`` the model's
     content is the ``response`` (an ``error`` when it is missing) and ``body`` the reply."""
     if fmt not in ("llama", "openai"):
         return reply_message(batch, status=status, response=body, error=None)
@@ -103,8 +104,7 @@ def delivered_message(fmt: str, batch: Batch, status: int | None, body: Any) -> 
     msg = reply_message(
         batch, status=status, response=content if isinstance(content, str) else None, error=error
     )
-    msg["body"] = body
-    return msg
+    return replace(msg, body=body)
 
 
 def snippet(value: Any) -> str:

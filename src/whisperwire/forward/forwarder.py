@@ -22,11 +22,12 @@ from whisperwire.forward.formats import build_request, delivered_message, reply_
 from whisperwire.forward.lanes import Lane, Lanes
 from whisperwire.forward.metrics import ForwardMetrics
 from whisperwire.forward.outbox import Batch, Outbox, OutboxThread
+from whisperwire.protocol.events import ForwardReply
 
 logger = logging.getLogger(__name__)
 
 #: The session's way back to its client; receives the ``{"type": "forward", ...}`` dict.
-SendFn = Callable[[dict[str, Any]], Awaitable[None]]
+SendFn = Callable[[ForwardReply], Awaitable[None]]
 
 # How long relaying one result to a client may take before we give up on that client.
 _RELAY_TIMEOUT_S = 10.0
@@ -431,7 +432,7 @@ class Forwarder:
         msg = reply_message(batch, status=status, response=body, error=error or "forwarding failed")
         await self._relay(batch.session_id, msg)
 
-    async def _relay(self, session_id: str, msg: dict[str, Any]) -> None:
+    async def _relay(self, session_id: str, msg: ForwardReply) -> None:
         send = self._senders.get(session_id)
         if send is not None:
             try:
@@ -448,8 +449,8 @@ class Forwarder:
         logger.info(
             "forward reply for session %s batch %d (client gone): status=%s error=%s response=%s",
             session_id,
-            msg["batch"],
-            msg["status"],
-            msg["error"],
-            snippet(msg["response"]),
+            msg.batch,
+            msg.status,
+            msg.error,
+            snippet(msg.response),
         )
