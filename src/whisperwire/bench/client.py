@@ -22,6 +22,7 @@ from whisperwire.bench.corpus import SAMPLE_RATE
 
 FRAME_S = 0.1
 
+CONNECT_AHEAD_S = 0.5  # connections open this long before their stream starts
 GREETING_WAIT_S = 10.0  # for the server's first message before streaming
 
 
@@ -87,8 +88,10 @@ async def stream_one(
     frame_s: float = FRAME_S,
     drain_timeout: float = 120.0,
     on_frame: Callable[[float], None] | None = None,
+    connect_late: bool = False,
 ) -> StreamLog:
-    """Stream `samples` in real time from monotonic time `start_at`; never raises."""
+    """Stream `samples` in real time from monotonic time `start_at`; never raises. The
+    connection opens at once, or with `connect_late` just before `start_at`."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -96,6 +99,8 @@ async def stream_one(
     frame = int(SAMPLE_RATE * frame_s)
     chunks = [_pcm(samples[i : i + frame]) for i in range(0, len(samples), frame)]
     sep = "&" if "?" in url else "?"
+    if connect_late:  # a session that starts later connects when it starts
+        await asyncio.sleep(max(0.0, start_at - CONNECT_AHEAD_S - time.monotonic()))
     try:
         async with connect(
             f"{url}{sep}sample_rate={SAMPLE_RATE}&encoding=s16le",
@@ -159,13 +164,14 @@ async def _stream_many(
     stagger_s: float,
     drain_timeout: float,
     on_frame: Callable[[float], None] | None,
+    connect_late: bool,
 ) -> list[StreamLog]:
-    start = time.monotonic() + 0.5  # time to open every connection first
+    start = time.monotonic() + CONNECT_AHEAD_S  # time to open every connection first
     longest = max(range(len(streams)), key=lambda i: len(streams[i][1]), default=0)
     tasks = [
         stream_one(
             url, samples, name, start + i * stagger_s, FRAME_S, drain_timeout,
-            on_frame if i == longest else None,
+            on_frame if i == longest else None, connect_late,
         )
         for i, (name, samples) in enumerate(streams)
     ]  # fmt: skip
@@ -178,8 +184,11 @@ def run_streams(
     stagger_s: float = 0.0,
     drain_timeout: float = 120.0,
     on_frame: Callable[[float], None] | None = None,
+    connect_late: bool = False,
 ) -> list[StreamLog]:
-    """Run the streams concurrently (stream i starts `i * stagger_s` after stream 0).
+    """Run the streams concurrently (stream i starts `i * stagger_s` after stream 0). Every
+    connection opens at the start, or with `connect_late` just before its stream starts (a
+    stagger of minutes: connections idle until then would count as live streams).
 
     `on_frame(seconds)` follows the longest stream only: progress in wall-clock time."""
-    return asyncio.run(_stream_many(url, streams, stagger_s, drain_timeout, on_frame))
+    return asyncio.run(_stream_many(url, streams, stagger_s, drain_timeout, on_frame, connect_late))

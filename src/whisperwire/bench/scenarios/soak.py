@@ -68,7 +68,12 @@ def run_soak(
     streams = [(long.name, long.samples)] + [(s.name, s.samples) for s in shorts]
     with RssSampler(system, interval) as sampler:
         logs = run_streams(
-            system.url, streams, stagger_s=every_s, drain_timeout=600, on_frame=progress.advance
+            system.url,
+            streams,
+            stagger_s=every_s,
+            drain_timeout=600,
+            on_frame=progress.advance,
+            connect_late=True,
         )
     cpu1 = system.cpu_seconds()
     _, lags, ref_tokens = lags_of(logs[0], long, offline)
