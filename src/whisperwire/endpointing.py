@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from whisperwire.policy import PolicyConfig
+    from whisperwire.policy_config import PolicyConfig
 
 SAMPLE_RATE = 16000
 VAD_CHUNK = 512  # samples per Silero probability

@@ -25,7 +25,8 @@ from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
 from whisperwire.outbox import Close, Connection, Outbox, SendText
 from whisperwire.pipeline import AudioPipeline
-from whisperwire.policy import DecodeRequest, Hypothesis, Policy, PolicyConfig
+from whisperwire.policy import DecodeRequest, Hypothesis, Policy
+from whisperwire.policy_config import PolicyConfig
 from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Batchable, Overloaded, Scheduler
 

@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from whisperwire.policy import PolicyConfig
+from whisperwire.policy_config import PolicyConfig
 
 ENV_PREFIX = "WHISPERWIRE_"
 COMPUTE_TYPES = (
