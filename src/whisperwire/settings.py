@@ -2,8 +2,9 @@
 
 `Settings` reads WHISPERWIRE_* variables (pydantic-settings); the CLI generates the `serve`
 flags from the same fields and passes the flags given as keyword arguments, which beat the
-variables. The fields are declared in one model per concern (model, streaming, network,
-limits, forwarding) that `Settings` combines, so the rest of the code reads them flat
+variables. A field is one line (`name: type = option(default, flags, range)`) and its help the
+docstring under it. The fields are declared in one model per concern (model, streaming,
+network, limits, forwarding) that `Settings` combines, so the rest of the code reads them flat
 (`settings.max_sessions`, `settings.forward_url`) and the streaming policy as one
 `PolicyConfig` (`settings.policy.step_s`).
 """
@@ -11,13 +12,14 @@ limits, forwarding) that `Settings` combines, so the rest of the code reads them
 from __future__ import annotations
 
 import urllib.parse
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from annotated_types import Ge, Le
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -44,19 +46,18 @@ class UsageError(Exception):
 def option(
     default: Any,
     *flags: str,
-    help: str,
     between: tuple[float, float] | None = None,
     env: str | None = None,
     metavar: str | None = None,
 ) -> Any:
-    """A field that is also a `serve` flag and a variable (by default WHISPERWIRE_<LONG FLAG>)."""
+    """A field that is also a `serve` flag and a variable (by default WHISPERWIRE_<LONG FLAG>);
+    its help is the docstring under it (see `Group`)."""
     long = next(f for f in flags if f.startswith("--"))
     low, high = between or (None, None)
     return Field(
         default,
         ge=low,
         le=high,
-        description=help,
         validation_alias=ENV_PREFIX + (env or long[2:].replace("-", "_").upper()),
         json_schema_extra={"flags": list(flags), "metavar": metavar},
     )
@@ -84,146 +85,83 @@ def _one_item(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+T = TypeVar("T")
+ComputeType = Literal[COMPUTE_TYPES]  # type: ignore[valid-type]
 Origin = Annotated[str, AfterValidator(_origin)]
+CommaList = Annotated[list[T], NoDecode, BeforeValidator(_split_commas)]
+OneOrMore = Annotated[list[T], NoDecode, BeforeValidator(_one_item)]
 
 
-class ModelOptions(BaseModel):
+class Group(BaseModel):
+    """A group of `serve` flags: each field's docstring is its help."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class ModelOptions(Group):
     """model"""
 
-    model: str | None = option(
-        None,
-        "-m",
-        "--model",
-        help="faster-whisper model name (tiny.en, base, small, large-v3-turbo, org/repo: "
-        "fetched from the hub where there is internet), a local CTranslate2 directory, or a "
-        "Hugging Face Whisper checkpoint directory; default: the bundled tiny.en",
-    )
-    checkpoint: str | None = option(
-        None,
-        "--checkpoint",
-        help="a fine-tuned Hugging Face Whisper checkpoint directory (same as -m DIR)",
-    )
-    threads: int = option(
-        0,
-        "-t",
-        "--threads",
-        between=(0, 256),
-        help="CPU threads of each worker (0: the cores shared out among the workers)",
-    )
-    workers: int = option(
-        0,
-        "-w",
-        "--workers",
-        between=(0, 64),
-        help="decodes run at once, on one copy of the weights (CTranslate2 inter_threads): "
-        "more workers of fewer threads each carry more streams, fewer of more threads decode "
-        "one stream sooner; 0: one single-threaded worker per core on a CPU, one on a GPU",
-    )
-    batch: int = option(
-        0,
-        "--batch",
-        between=(0, 64),
-        help="partial updates of up to this many sessions decoded in one batched call (one "
-        "encode, one greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it "
-        "saves nothing",
-    )
-    language: str = option(
-        "auto", "-l", "--language", help="spoken language code, or 'auto' (English-only models: en)"
-    )
-    translate: bool = option(False, "-tr", "--translate", help="translate to English")
-    no_gpu: bool = option(False, "-ng", "--no-gpu", help="never use CUDA")
-    beam_size: int = option(
-        5,
-        "-bs",
-        "--beam-size",
-        between=(1, 16),
-        help="beam size of the decodes whose words become final",
-    )
-    partial_beam_size: int = option(
-        1,
-        "--partial-beam-size",
-        between=(1, 16),
-        help="beam size of partial updates (1: greedy); they have no temperature fallback",
-    )
-    compute_type: Literal[COMPUTE_TYPES] | None = option(  # type: ignore[valid-type]
-        None,
-        "--compute-type",
-        help="CTranslate2 compute type (default: int8 on CPU, float16 on GPU)",
-    )
-    checkpoint_cache_dir: str | None = option(
-        None,
-        "--cache-dir",
-        help="where converted checkpoints are cached (default: the user's cache dir)",
-    )
-    base_model: str | None = option(
-        None,
-        "--base-model",
-        help="where a checkpoint without tokenizer/preprocessor files takes them from",
-    )
+    model: str | None = option(None, "-m", "--model")
+    """faster-whisper model name (tiny.en, base, small, large-v3-turbo, org/repo: fetched from the
+    hub where there is internet), a local CTranslate2 directory, or a Hugging Face Whisper
+    checkpoint directory; default: the bundled tiny.en"""
+    checkpoint: str | None = option(None, "--checkpoint")
+    """a fine-tuned Hugging Face Whisper checkpoint directory (same as -m DIR)"""
+    threads: int = option(0, "-t", "--threads", between=(0, 256))
+    """CPU threads of each worker (0: the cores shared out among the workers)"""
+    workers: int = option(0, "-w", "--workers", between=(0, 64))
+    """decodes run at once, on one copy of the weights (CTranslate2 inter_threads): more workers of
+    fewer threads each carry more streams, fewer of more threads decode one stream sooner; 0: one
+    single-threaded worker per core on a CPU, one on a GPU"""
+    batch: int = option(0, "--batch", between=(0, 64))
+    """partial updates of up to this many sessions decoded in one batched call (one encode, one
+    greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it saves nothing"""
+    language: str = option("auto", "-l", "--language")
+    """spoken language code, or 'auto' (English-only models: en)"""
+    translate: bool = option(False, "-tr", "--translate")
+    """translate to English"""
+    no_gpu: bool = option(False, "-ng", "--no-gpu")
+    """never use CUDA"""
+    beam_size: int = option(5, "-bs", "--beam-size", between=(1, 16))
+    """beam size of the decodes whose words become final"""
+    partial_beam_size: int = option(1, "--partial-beam-size", between=(1, 16))
+    """beam size of partial updates (1: greedy); they have no temperature fallback"""
+    compute_type: ComputeType | None = option(None, "--compute-type")
+    """CTranslate2 compute type (default: int8 on CPU, float16 on GPU)"""
+    checkpoint_cache_dir: str | None = option(None, "--cache-dir")
+    """where converted checkpoints are cached (default: the user's cache dir)"""
+    base_model: str | None = option(None, "--base-model")
+    """where a checkpoint without tokenizer/preprocessor files takes them from"""
 
 
-class StreamingOptions(BaseModel):
+class StreamingOptions(Group):
     """streaming"""
 
-    vad_threshold: float = option(
-        _POLICY.vad_threshold,
-        "-vth",
-        "--vad-thold",
-        between=(0.0, 1.0),
-        help="Silero VAD speech probability threshold",
-    )
-    min_silence_s: float = option(
-        _POLICY.min_silence_s,
-        "--min-silence",
-        between=(0.1, 10.0),
-        help="seconds of pause that end a segment",
-    )
-    step_s: float = option(
-        _POLICY.step_s,
-        "--step",
-        between=(0.1, 10.0),
-        help="seconds of new audio between two partial decodes",
-    )
-    trim_s: float = option(
-        _POLICY.trim_s,
-        "--trim",
-        between=(2.0, 25.0),
-        help="seconds of audio a decode window may grow to in continuous speech before it is "
-        "cut at the last final word (shorter: cheaper decodes, less context)",
-    )
-    commit: Literal["agreement", "one-pass"] = option(
-        _POLICY.commit,
-        "--commit",
-        help="when a partial decode's words become final: when two decodes agree "
-        "(LocalAgreement-2), or after one decode for words that end --commit-guard seconds "
-        "before the audio decoded and have --commit-probability",
-    )
-    guard_s: float = option(
-        _POLICY.guard_s,
-        "--commit-guard",
-        between=(0.0, 10.0),
-        help="one-pass commit: seconds a word must end before the end of the audio decoded",
-    )
+    vad_threshold: float = option(_POLICY.vad_threshold, "-vth", "--vad-thold", between=(0.0, 1.0))
+    """Silero VAD speech probability threshold"""
+    min_silence_s: float = option(_POLICY.min_silence_s, "--min-silence", between=(0.1, 10.0))
+    """seconds of pause that end a segment"""
+    step_s: float = option(_POLICY.step_s, "--step", between=(0.1, 10.0))
+    """seconds of new audio between two partial decodes"""
+    trim_s: float = option(_POLICY.trim_s, "--trim", between=(2.0, 25.0))
+    """seconds of audio a decode window may grow to in continuous speech before it is cut at the
+    last final word (shorter: cheaper decodes, less context)"""
+    commit: Literal["agreement", "one-pass"] = option(_POLICY.commit, "--commit")
+    """when a partial decode's words become final: when two decodes agree (LocalAgreement-2), or
+    after one decode for words that end --commit-guard seconds before the audio decoded and have
+    --commit-probability"""
+    guard_s: float = option(_POLICY.guard_s, "--commit-guard", between=(0.0, 10.0))
+    """one-pass commit: seconds a word must end before the end of the audio decoded"""
     min_probability: float = option(
-        _POLICY.min_probability,
-        "--commit-probability",
-        between=(0.0, 1.0),
-        help="one-pass commit: the least word probability",
+        _POLICY.min_probability, "--commit-probability", between=(0.0, 1.0)
     )
-    stall_s: float = option(
-        _POLICY.stall_s,
-        "--commit-stall",
-        between=(0.0, 30.0),
-        help="one-pass commit: once an unsure word has held the words after it back this many "
-        "seconds, the next decode is a thorough one (beam, fallback) that commits them; 0: off",
-    )
-    max_age_s: float = option(
-        _POLICY.max_age_s,
-        "--commit-max-age",
-        between=(0.0, 30.0),
-        help="one-pass commit: seconds after which a word is committed whatever its "
-        "probability (0: never)",
-    )
+    """one-pass commit: the least word probability"""
+    stall_s: float = option(_POLICY.stall_s, "--commit-stall", between=(0.0, 30.0))
+    """one-pass commit: once an unsure word has held the words after it back this many seconds, the
+    next decode is a thorough one (beam, fallback) that commits them; 0: off"""
+    max_age_s: float = option(_POLICY.max_age_s, "--commit-max-age", between=(0.0, 30.0))
+    """one-pass commit: seconds after which a word is committed whatever its probability (0:
+    never)"""
 
     @property
     def policy(self) -> PolicyConfig:
@@ -231,40 +169,31 @@ class StreamingOptions(BaseModel):
         return PolicyConfig(**{name: getattr(self, name) for name in StreamingOptions.model_fields})
 
 
-class NetworkOptions(BaseModel):
+class NetworkOptions(Group):
     """network"""
 
-    host: str = option("0.0.0.0", "-H", "--host", help="address to bind")
-    port: int = option(9002, "-p", "--port", between=(1, 65535), help="port to listen on")
-    certfile: str | None = option(
-        None,
-        "--certfile",
-        "--ssl-cert",
-        help="PEM certificate (chain): serve wss:// (TLS 1.2 or later); the key may be in it",
+    host: str = option("0.0.0.0", "-H", "--host")
+    """address to bind"""
+    port: int = option(9002, "-p", "--port", between=(1, 65535))
+    """port to listen on"""
+    certfile: str | None = option(None, "--certfile", "--ssl-cert")
+    """PEM certificate (chain): serve wss:// (TLS 1.2 or later); the key may be in it"""
+    keyfile: str | None = option(None, "--keyfile", "--ssl-key")
+    """PEM private key (unencrypted) for --certfile"""
+    api_key: CommaList[SecretStr] = option([], "--api-key", metavar="KEY")
+    """require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); repeatable; the
+    variable takes a comma-separated list"""
+    allowed_origins: CommaList[Origin] = option(
+        [], "--allowed-origin", env="ALLOWED_ORIGINS", metavar="ORIGIN"
     )
-    keyfile: str | None = option(
-        None, "--keyfile", "--ssl-key", help="PEM private key (unencrypted) for --certfile"
-    )
-    api_key: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_commas)] = option(
-        [],
-        "--api-key",
-        metavar="KEY",
-        help="require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); "
-        "repeatable; the variable takes a comma-separated list",
-    )
-    allowed_origins: Annotated[list[Origin], NoDecode, BeforeValidator(_split_commas)] = option(
-        [],
-        "--allowed-origin",
-        env="ALLOWED_ORIGINS",
-        metavar="ORIGIN",
-        help="accept WebSocket connections from web pages of this origin only (e.g. "
-        "https://app.example.com; clients that send no Origin header, as non-browser ones, "
-        "are not affected): against cross-site WebSocket hijacking; repeatable; the variable "
-        "takes a comma-separated list; default: any origin",
-    )
+    """accept WebSocket connections from web pages of this origin only (e.g.
+    https://app.example.com; clients that send no Origin header, as non-browser ones, are not
+    affected): against cross-site WebSocket hijacking; repeatable; the variable takes a
+    comma-separated list; default: any origin"""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = option(
-        "info", "--log-level", help="what the server logs"
+        "info", "--log-level"
     )
+    """what the server logs"""
 
     @property
     def api_keys(self) -> list[str]:
@@ -272,152 +201,79 @@ class NetworkOptions(BaseModel):
         return [key.get_secret_value() for key in self.api_key]
 
 
-class LimitOptions(BaseModel):
+class LimitOptions(Group):
     """limits"""
 
-    max_message_mb: float = option(
-        128.0,
-        "--max-message-mb",
-        between=(0.001, 4096),
-        help="largest WebSocket message accepted, in MiB (128: a 30-minute 16 kHz FLAC, "
-        "mono or stereo, in base64)",
-    )
-    max_sessions: int = option(
-        64,
-        "--max-sessions",
-        between=(1, 100000),
-        help="concurrent sessions before new ones are refused with OVERLOADED",
-    )
-    max_sessions_per_address: int = option(
-        0,
-        "--max-sessions-per-address",
-        between=(0, 100000),
-        help="sessions one client address may hold at once (OVERLOADED beyond it); 0: no "
-        "limit, the default, as a gateway or voice-agent server carries many streams from one "
-        "address; set it on an endpoint open to the public",
-    )
-    max_backlog_s: float = option(
-        30.0,
-        "--max-backlog",
-        between=(0.0, 3600.0),
-        help="seconds of a session's audio that may wait to be decoded; beyond it the server "
-        "stops reading from that client until it catches up (TCP slows the sender; nothing "
-        "is dropped); 0: no limit",
-    )
-    idle_timeout_s: float = option(
-        300.0,
-        "--idle-timeout",
-        between=(0.0, 86400.0),
-        help="seconds a session may send nothing (no audio, no message) while the server has "
-        "nothing of it in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never",
-    )
-    max_memory_mb: float = option(
-        0.0,
-        "--max-memory-mb",
-        between=(0.0, 1e9),
-        help="resident memory (MB) beyond which new sessions and clips are refused with "
-        "OVERLOADED, and a clip is decoded only as far as the memory left allows; 0: 80% of "
-        "the machine's memory",
-    )
-    max_clip_s: float = option(
-        7200.0,
-        "--max-clip-seconds",
-        between=(1.0, 86400.0),
-        help="longest audio a clip may decode to (MESSAGE_TOO_BIG beyond it); an hour takes "
-        "230 MB while it is transcribed",
-    )
-    max_session_s: float = option(
-        86400.0,
-        "--max-session-duration",
-        between=(0.0, 30 * 86400.0),
-        help="seconds a session may last; then its audio is finalised and it is closed "
-        "(SESSION_TIMEOUT, close 1008); 0: no limit",
-    )
-    resume_window_s: float = option(
-        30.0,
-        "--resume-window",
-        between=(0.0, 3600.0),
-        help="seconds a session whose connection dropped before `end` is kept for its client "
-        "to reconnect with ?resume=SESSION_ID&last_segment=N (decoding goes on meanwhile); "
-        "then its audio is finalised for the forwarder; 0: no resume",
-    )
-    write_timeout_s: float = option(
-        60.0,
-        "--write-timeout",
-        between=(0.0, 86400.0),
-        help="seconds one message to a client may wait to be sent: a client that stops "
-        "reading is closed (1008) and its slot freed; 0: never",
-    )
-    handshake_timeout_s: float = option(
-        10.0,
-        "--handshake-timeout",
-        between=(0.0, 3600.0),
-        help="seconds a new connection may take to send its HTTP request (the WebSocket "
-        "upgrade) before it is dropped; 0: never",
-    )
-    max_lag_s: float = option(
-        0.0,
-        "--max-lag",
-        between=(0.0, 3600.0),
-        help="seconds of final-word lag the admitted live streams are kept under: a new one "
-        "that would push them past it is refused at connect with OVERLOADED (close 1013); "
-        "0: 2 s plus twice the warm-up decode time",
-    )
+    max_message_mb: float = option(128.0, "--max-message-mb", between=(0.001, 4096))
+    """largest WebSocket message accepted, in MiB (128: a 30-minute 16 kHz FLAC, mono or stereo, in
+    base64)"""
+    max_sessions: int = option(64, "--max-sessions", between=(1, 100000))
+    """concurrent sessions before new ones are refused with OVERLOADED"""
+    max_sessions_per_address: int = option(0, "--max-sessions-per-address", between=(0, 100000))
+    """sessions one client address may hold at once (OVERLOADED beyond it); 0: no limit, the
+    default, as a gateway or voice-agent server carries many streams from one address; set it on an
+    endpoint open to the public"""
+    max_backlog_s: float = option(30.0, "--max-backlog", between=(0.0, 3600.0))
+    """seconds of a session's audio that may wait to be decoded; beyond it the server stops reading
+    from that client until it catches up (TCP slows the sender; nothing is dropped); 0: no limit"""
+    idle_timeout_s: float = option(300.0, "--idle-timeout", between=(0.0, 86400.0))
+    """seconds a session may send nothing (no audio, no message) while the server has nothing of it
+    in hand before it is closed (IDLE_TIMEOUT, close 1008); 0: never"""
+    max_memory_mb: float = option(0.0, "--max-memory-mb", between=(0.0, 1e9))
+    """resident memory (MB) beyond which new sessions and clips are refused with OVERLOADED, and a
+    clip is decoded only as far as the memory left allows; 0: 80% of the machine's memory"""
+    max_clip_s: float = option(7200.0, "--max-clip-seconds", between=(1.0, 86400.0))
+    """longest audio a clip may decode to (MESSAGE_TOO_BIG beyond it); an hour takes 230 MB while it
+    is transcribed"""
+    max_session_s: float = option(86400.0, "--max-session-duration", between=(0.0, 30 * 86400.0))
+    """seconds a session may last; then its audio is finalised and it is closed (SESSION_TIMEOUT,
+    close 1008); 0: no limit"""
+    resume_window_s: float = option(30.0, "--resume-window", between=(0.0, 3600.0))
+    """seconds a session whose connection dropped before `end` is kept for its client to reconnect
+    with ?resume=SESSION_ID&last_segment=N (decoding goes on meanwhile); then its audio is finalised
+    for the forwarder; 0: no resume"""
+    write_timeout_s: float = option(60.0, "--write-timeout", between=(0.0, 86400.0))
+    """seconds one message to a client may wait to be sent: a client that stops reading is closed
+    (1008) and its slot freed; 0: never"""
+    handshake_timeout_s: float = option(10.0, "--handshake-timeout", between=(0.0, 3600.0))
+    """seconds a new connection may take to send its HTTP request (the WebSocket upgrade) before it
+    is dropped; 0: never"""
+    max_lag_s: float = option(0.0, "--max-lag", between=(0.0, 3600.0))
+    """seconds of final-word lag the admitted live streams are kept under: a new one that would push
+    them past it is refused at connect with OVERLOADED (close 1013); 0: 2 s plus twice the warm-up
+    decode time"""
 
     @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * 1024 * 1024)
 
 
-class ForwardOptions(BaseModel):
+class ForwardOptions(Group):
     """forwarding"""
 
-    forward_url: str | None = option(
-        None,
-        "-f",
-        "--forward-url",
-        help="HTTP backend that receives transcripts (e.g. llama.cpp /completion)",
-    )
-    max_messages: int = option(
-        1, "-nm", "--max-messages", between=(1, 100000), help="finals per forwarded batch"
-    )
+    forward_url: str | None = option(None, "-f", "--forward-url")
+    """HTTP backend that receives transcripts (e.g. llama.cpp /completion)"""
+    max_messages: int = option(1, "-nm", "--max-messages", between=(1, 100000))
+    """finals per forwarded batch"""
     forward_format: Literal["auto", "text", "json", "llama", "openai"] = option(
-        "auto",
-        "--forward-format",
-        help="request body: auto picks llama for /completion, openai for /chat/completions, "
-        "else json; text is the whisper.cpp seed's plain body",
+        "auto", "--forward-format"
     )
-    forward_headers: Annotated[list[str], NoDecode, BeforeValidator(_one_item)] = option(
-        [],
-        "--forward-header",
-        metavar="'NAME: VALUE'",
-        help="extra request header, e.g. 'Authorization: Bearer KEY' (repeatable; the "
-        "variable holds one)",
-    )
-    forward_prompt: str = option(
-        "{text}",
-        "--forward-prompt",
-        help="prompt template for llama/openai, with {text} for the transcript",
-    )
-    forward_n_predict: int = option(
-        256,
-        "--forward-n-predict",
-        between=(-1, 1_000_000),
-        help="llama.cpp n_predict (tokens to generate; -1: no limit)",
-    )
-    forward_model: str = option(
-        "default", "--forward-model", help="the model field of OpenAI-style requests"
-    )
-    data_dir: str | None = option(
-        None, "--data-dir", help="where the forwarding outbox lives (default: the user's data dir)"
-    )
-    forward_max_outbox_mb: float = option(
-        256.0,
-        "--forward-max-outbox-mb",
-        between=(0, 1_000_000),
-        help="the outbox's size on disk; when full, new finals are not forwarded (their "
-        "clients are told, a counter and the log say so); 0: no cap",
-    )
+    """request body: auto picks llama for /completion, openai for /chat/completions, else json; text
+    is the whisper.cpp seed's plain body"""
+    forward_headers: OneOrMore[str] = option([], "--forward-header", metavar="'NAME: VALUE'")
+    """extra request header, e.g. 'Authorization: Bearer KEY' (repeatable; the variable holds
+    one)"""
+    forward_prompt: str = option("{text}", "--forward-prompt")
+    """prompt template for llama/openai, with {text} for the transcript"""
+    forward_n_predict: int = option(256, "--forward-n-predict", between=(-1, 1_000_000))
+    """llama.cpp n_predict (tokens to generate; -1: no limit)"""
+    forward_model: str = option("default", "--forward-model")
+    """the model field of OpenAI-style requests"""
+    data_dir: str | None = option(None, "--data-dir")
+    """where the forwarding outbox lives (default: the user's data dir)"""
+    forward_max_outbox_mb: float = option(256.0, "--forward-max-outbox-mb", between=(0, 1_000_000))
+    """the outbox's size on disk; when full, new finals are not forwarded (their clients are told, a
+    counter and the log say so); 0: no cap"""
 
 
 GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)

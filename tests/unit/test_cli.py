@@ -80,6 +80,11 @@ def test_help_shows_the_variables_values_but_never_a_key(
     assert "s3cret" not in text
 
 
+def test_every_setting_has_its_help() -> None:
+    """A field's help is the docstring under it: a forgotten one would show as "None"."""
+    assert [name for name, info in Settings.model_fields.items() if not info.description] == []
+
+
 def test_a_port_out_of_range_in_the_variable_exits_2_naming_flag_and_variable() -> None:
     line = one_line(run("serve", WHISPERWIRE_PORT="70000"))
     assert "--port" in line and "WHISPERWIRE_PORT" in line
