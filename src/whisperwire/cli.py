@@ -161,24 +161,14 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
 def forwarder_from(settings: Settings) -> Forwarder | None:
     """The forwarder the flags describe, or None; raises UsageError on a bad value."""
-    if not settings.forward_url:
-        return None
-    from whisperwire.forward import ForwardConfig, Forwarder, default_data_dir
-
     try:
-        config = ForwardConfig(
-            url=settings.forward_url,
-            max_messages=settings.max_messages,
-            format=settings.forward_format,
-            headers=settings.forward_headers,
-            data_dir=Path(settings.data_dir) if settings.data_dir else default_data_dir(),
-            prompt_template=settings.forward_prompt,
-            llama_n_predict=settings.forward_n_predict,
-            openai_model=settings.forward_model,
-            max_outbox_mb=settings.forward_max_outbox_mb,
-        )
+        config = settings.forward_config
     except ValueError as exc:
         raise UsageError(f"forwarding: {exc}") from None
+    if config is None:
+        return None
+    from whisperwire.forward import Forwarder
+
     return Forwarder(config)
 
 

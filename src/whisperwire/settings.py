@@ -12,7 +12,7 @@ network, limits, forwarding) that `Settings` combines, so the rest of the code r
 from __future__ import annotations
 
 import urllib.parse
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from annotated_types import Ge, Le
 from pydantic import (
@@ -30,6 +30,9 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from whisperwire.policy_config import PolicyConfig
+
+if TYPE_CHECKING:
+    from whisperwire.forward.config import ForwardConfig
 
 ENV_PREFIX = "WHISPERWIRE_"
 COMPUTE_TYPES = (
@@ -248,6 +251,22 @@ class LimitOptions(Group):
         return int(self.max_message_mb * 1024 * 1024)
 
 
+# ForwardConfig's name for each forwarding setting. forward/config.py is imported only to
+# forward (the forward package brings the forwarder's HTTP stack), so the settings declare its
+# defaults again; a unit test fails when a name or a default drifts.
+FORWARD_CONFIG_NAMES = {
+    "forward_url": "url",
+    "max_messages": "max_messages",
+    "forward_format": "format",
+    "forward_headers": "headers",
+    "forward_prompt": "prompt_template",
+    "forward_n_predict": "llama_n_predict",
+    "forward_model": "openai_model",
+    "data_dir": "data_dir",
+    "forward_max_outbox_mb": "max_outbox_mb",
+}
+
+
 class ForwardOptions(Group):
     """forwarding"""
 
@@ -274,6 +293,19 @@ class ForwardOptions(Group):
     forward_max_outbox_mb: float = option(256.0, "--forward-max-outbox-mb", between=(0, 1_000_000))
     """the outbox's size on disk; when full, new finals are not forwarded (their clients are told, a
     counter and the log say so); 0: no cap"""
+
+    @property
+    def forward_config(self) -> ForwardConfig | None:
+        """The forwarder's configuration (None: no --forward-url): these fields under
+        ForwardConfig's names, one left None at the config's default; ValueError on a bad value."""
+        if not self.forward_url:
+            return None
+        from whisperwire.forward.config import ForwardConfig
+
+        given = {
+            FORWARD_CONFIG_NAMES[name]: getattr(self, name) for name in ForwardOptions.model_fields
+        }
+        return ForwardConfig(**{key: value for key, value in given.items() if value is not None})
 
 
 GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
 from whisperwire.cli import build_parser, main, settings_from_args
-from whisperwire.settings import Settings, UsageError, load_settings, variable
+from whisperwire.forward import ForwardConfig
+from whisperwire.policy_config import PolicyConfig
+from whisperwire.settings import (
+    FORWARD_CONFIG_NAMES,
+    ForwardOptions,
+    Settings,
+    StreamingOptions,
+    UsageError,
+    load_settings,
+    variable,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -177,6 +189,39 @@ def test_the_streaming_flags_make_the_policy_config() -> None:
     policy = serve("--step", "0.8", "--commit", "agreement", "-vth", "0.6").policy
     assert (policy.step_s, policy.commit, policy.vad_threshold) == (0.8, "agreement", 0.6)
     assert policy.max_window_s == 25.0  # a field without a flag keeps the policy's default
+
+
+def test_every_streaming_setting_is_a_policy_config_field_with_its_type_and_default() -> None:
+    """The flags' defaults come from PolicyConfig and the config is built by field name: a
+    setting renamed, retyped or given its own default fails here, not in a session."""
+    config = {field.name: field for field in dataclasses.fields(PolicyConfig)}
+    types = typing.get_type_hints(PolicyConfig)
+    for name, info in StreamingOptions.model_fields.items():
+        assert name in config, name
+        assert (info.annotation, info.default) == (types[name], config[name].default), name
+    assert load_settings().policy == PolicyConfig()
+
+
+def test_every_forwarding_setting_is_a_forward_config_field_with_its_default() -> None:
+    """The forwarding settings declare ForwardConfig's defaults again (the config lives in the
+    forwarder's package, imported only to forward): a name or a default that drifts fails here."""
+    assert set(FORWARD_CONFIG_NAMES) == set(ForwardOptions.model_fields)
+    fields = {field.name for field in dataclasses.fields(ForwardConfig)}
+    assert set(FORWARD_CONFIG_NAMES.values()) <= fields
+    url = "http://127.0.0.1:9/hook"
+    assert load_settings().forward_config is None
+    assert load_settings(forward_url=url).forward_config == ForwardConfig(url=url)
+
+
+def test_the_forwarding_flags_make_the_forward_config() -> None:
+    config = serve("-f", "http://b/completion", "--forward-prompt", "Q: {text}").forward_config
+    assert config is not None and config.prompt_template == "Q: {text}"
+    assert (config.url, config.resolved_format) == ("http://b/completion", "llama")
+
+
+def test_a_forwarding_value_the_config_refuses_exits_2_in_one_line() -> None:
+    line = one_line(run("serve", "-f", "http://b/hook", "--forward-prompt", "no field"))
+    assert "forwarding: invalid prompt template 'no field'" in line
 
 
 def test_serving_does_not_import_the_benchmark() -> None:
