@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from whisperwire.bench import metrics as M
-from whisperwire.bench.client import run_streams
 from whisperwire.bench.corpus import (
     LONGFORM,
     Clip,
@@ -21,9 +20,14 @@ from whisperwire.bench.corpus import (
     stream_offline_text,
 )
 from whisperwire.bench.progress import Progress
-from whisperwire.bench.scenarios.common import lags_of, rounded, session_errors
-from whisperwire.bench.scenarios.long_session import rss_figures
-from whisperwire.bench.servers import RssSampler, System
+from whisperwire.bench.scenarios.common import (
+    lags_of,
+    long_stream_figures,
+    rounded,
+    run_sampled,
+    session_errors,
+)
+from whisperwire.bench.servers import System
 
 WINDOW_S = 600.0  # the first and last ten minutes, compared
 
@@ -63,25 +67,12 @@ def run_soak(
     interval: float,
     progress: Progress,
 ) -> dict[str, Any]:
-    assert system.url is not None
-    cpu0 = system.cpu_seconds()
-    streams = [(long.name, long.samples)] + [(s.name, s.samples) for s in shorts]
-    with RssSampler(system, interval) as sampler:
-        logs = run_streams(
-            system.url,
-            streams,
-            stagger_s=every_s,
-            drain_timeout=600,
-            on_frame=progress.advance,
-            connect_late=True,
-        )
-    cpu1 = system.cpu_seconds()
-    _, lags, ref_tokens = lags_of(logs[0], long, offline)
-    window = min(WINDOW_S, long.duration / 2)
-    first = [w for w in lags if w.end < window]
-    last = [w for w in lags if w.end >= long.duration - window]
+    run = run_sampled(
+        system, [long, *shorts], interval, progress, stagger_s=every_s, connect_late=True
+    )
+    lags, figures = long_stream_figures(run, long, offline, WINDOW_S)
     # Short sessions refused at connect (admission control) are counted, not measured.
-    admitted = [(log, s) for log, s in zip(logs[1:], shorts, strict=True) if not log.refused]
+    admitted = [(log, s) for log, s in zip(run.logs[1:], shorts, strict=True) if not log.refused]
     short_lags: list[M.WordLag] = []
     short_tokens = 0
     for log, short in admitted:
@@ -89,19 +80,11 @@ def run_soak(
         short_lags += some
         short_tokens += tokens
     refs = [s.reference or "" for _, s in admitted]
-    cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
     return {
         "audio_s": round(long.duration, 1),
         "files": [p.clip.name for p in long.pieces],
-        "wer_stream": rounded(M.wer([long.reference or ""], [logs[0].text]), 4),
-        "wer_offline": rounded(
-            M.wer([long.reference or ""], [stream_offline_text(long, offline)]), 4
-        ),
-        "latency": M.latency_block(lags, ref_tokens),
+        **figures,
         "lag_slope": M.lag_slope(lags),
-        "window_s": round(window, 1),
-        "latency_first_window": M.latency_block(first, len(first)),
-        "latency_last_window": M.latency_block(last, len(last)),
         "short_sessions": len(shorts),
         "short_refused": len(shorts) - len(admitted),
         "short_every_s": every_s,
@@ -114,8 +97,5 @@ def run_soak(
         )
         if admitted
         else None,
-        **rss_figures(sampler.samples, interval),
-        "cpu_per_audio_s": rounded(cpu / long.duration, 3) if cpu is not None else None,
-        "drain_s": rounded(logs[0].drain, 3),
-        "session_errors": session_errors(logs),
+        "session_errors": session_errors(run.logs),
     }
