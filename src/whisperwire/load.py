@@ -12,7 +12,10 @@ The model, in worker-seconds per second:
 * A clip being transcribed takes its turn with the streams in the scheduler's round-robin:
   one window (about a final decode, ``t_f``) per round.
 * **Cadence**: while there are no more streams and clips than workers, each has a worker
-  and decodes back to back at the policy's base step (0.5 s). With more, every live stream
+  and decodes at the policy's base step (0.5 s). Workers beyond that are not left idle: a
+  stream may have ``parallel = min(max_parallel, W // (streams + clips))`` partial decodes
+  running at once, at ``base / parallel`` apart, so one stream on two workers gets an update
+  every 0.25 s where one worker gives one about every decode time. With more, every live stream
   gets the same step, the smallest at or above the base step in which a round of the workers
   fits: ``step = max(base, (n * t_p + clips * t_f) / (W * target))``; it returns to the base
   step as they leave.
@@ -58,6 +61,7 @@ class LoadMonitor:
     decodes_per_commit: int = 2  # k: decodes a word waits for (agreement 2, one-pass 1)
     commit_guard_s: float = 0.0  # one-pass: how old a word must be before it is committed
     target: float = 0.85  # share of the workers' time planned for streams and clips
+    max_parallel: int = 2  # partial decodes of one stream that may run at once on idle workers
     idle_s: float = 10.0  # a stream that sent no audio for this long costs nothing
     _partial: _Average = field(init=False)
     _final: _Average = field(init=False)
@@ -105,11 +109,17 @@ class LoadMonitor:
         fixed = self.commit_guard_s + self._partial.value + self._final.value
         return (self.max_lag_s - fixed) / self.decodes_per_commit
 
+    def parallel(self, streams: int | None = None) -> int:
+        """Partial decodes one live stream may have running at once: more than one only while
+        the workers outnumber the streams and clips."""
+        n = self.live_streams if streams is None else streams
+        return max(1, min(self.max_parallel, self.workers // max(1, n + self._clips)))
+
     def step(self, streams: int | None = None) -> float:
         """The step `streams` live streams (default: those now) share."""
         n = self.live_streams if streams is None else streams
         if n + self._clips <= self.workers:  # a worker each: decodes never wait for another
-            return self.base_step_s
+            return self.base_step_s / self.parallel(n)
         work = n * self._partial.value + self._clips * self._final.value  # one round
         return max(self.base_step_s, work / (self.workers * self.target))
 
@@ -143,6 +153,7 @@ class LoadMonitor:
             "capacity": capacity,
             "headroom": max(0, capacity - live),
             "step_s": round(self.step(live), 3),
+            "parallel": self.parallel(live),
             "max_lag_s": round(self.max_lag_s, 3),
             "decode_s": {
                 "partial": round(self._partial.value, 3),

@@ -129,7 +129,7 @@ class Policy:
         self._region: Region | None = None  # the region being decoded
         self._win_start = 0  # absolute sample where the decode window starts
         self._last_request_end = 0
-        self._released_end = 0  # what _last_request_end was before the request in flight
+        self.max_in_flight = 1  # partial decodes that may run at once (the session sets it)
         self._committed_end = 0.0  # seconds: end of the last committed word
         self._held: list[Word] = []  # committed, not yet final
         self._held_since = 0.0  # window end (seconds) when the first held word was committed
@@ -139,7 +139,9 @@ class Policy:
         self._tail: list[Word] = []  # previous hypothesis beyond the committed words
         self._recent: list[Word] = []  # last committed words, for de-duplication
         self._region_language: str | None = None
-        self._in_flight: DecodeRequest | None = None
+        # requests in flight: id -> (end of its window, _last_request_end before it)
+        self._in_flight: dict[int, tuple[int, int]] = {}
+        self._applied_id = -1  # the newest request applied
         self._next_id = 0
         self._segment_id = 0
         self._markers: deque[_Marker] = deque()
@@ -198,15 +200,19 @@ class Policy:
 
     @property
     def busy(self) -> bool:
-        return self._in_flight is not None
+        return bool(self._in_flight)
 
     def events(self) -> list[Event]:
         out, self._events = self._events, []
         return out
 
     def next_request(self) -> DecodeRequest | None:
-        """The next window to decode, or None (nothing to do, or a decode is in flight)."""
-        if self._in_flight is not None:
+        """The next window to decode, or None (nothing to do, or no room in flight).
+
+        Up to `max_in_flight` partial updates may run at once (two idle workers cut the
+        cadence for one stream); a region's last window and a full window's cut wait until
+        nothing is in flight, as they change the window."""
+        if len(self._in_flight) >= self.max_in_flight:
             return None
         self._advance()
         region = self._region
@@ -216,6 +222,8 @@ class Policy:
         closed = region.end is not None
         avail_end = region.end if region.end is not None else self._total
         max_window = int(cfg.max_window_s * SAMPLE_RATE)
+        if (avail_end - self._win_start > max_window or closed) and self._in_flight:
+            return None
         if avail_end - self._win_start > max_window:
             end, kind = self._win_start + max_window, "cap"
         elif closed:
@@ -235,9 +243,8 @@ class Policy:
             kind=kind,  # type: ignore[arg-type]
         )
         self._next_id += 1
-        self._released_end = self._last_request_end
+        self._in_flight[request.id] = (end, self._last_request_end)
         self._last_request_end = end
-        self._in_flight = request
         return request
 
     def release(self, request: DecodeRequest) -> None:
@@ -246,16 +253,25 @@ class Policy:
         Nothing is committed and no audio is dropped: the next request covers the same audio
         again (and whatever arrived since). The caller decides when to ask for it.
         """
-        if self._in_flight is None or request.id != self._in_flight.id:
+        if request.id not in self._in_flight:
             raise ValueError("release() for a request that is not in flight")
-        self._in_flight = None
-        self._last_request_end = self._released_end
+        _, before = self._in_flight.pop(request.id)
+        if request.id > self._applied_id:  # else a newer window has covered its audio
+            ends = (end for end, _ in self._in_flight.values())
+            self._last_request_end = max(ends, default=before)
 
     def apply(self, request: DecodeRequest, hypothesis: Hypothesis) -> None:
-        """Take the decoder's answer for `request` (which must be the one in flight)."""
-        if self._in_flight is None or request.id != self._in_flight.id:
+        """Take the decoder's answer for `request` (which must be in flight).
+
+        An answer that comes after a newer request's is dropped: the newer window covers the
+        same audio and more, and the words it gave are already applied."""
+        if request.id not in self._in_flight:
             raise ValueError("apply() for a request that is not in flight")
-        self._in_flight = None
+        del self._in_flight[request.id]
+        if request.id < self._applied_id:
+            self._advance()
+            return
+        self._applied_id = request.id
         if self._region_language is None and self.language is None:
             self._region_language = hypothesis.language
         window_end = request.offset + len(request.audio) / SAMPLE_RATE
@@ -286,7 +302,7 @@ class Policy:
 
     def _advance(self) -> None:
         """Pick the next region to decode and emit markers whose audio is all decoded."""
-        if self._in_flight is not None:
+        if self._in_flight:
             return
         if self._region is None and self.endpointer.regions:
             region = self.endpointer.regions[0]

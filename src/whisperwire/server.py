@@ -64,6 +64,7 @@ class App:
             prior_decode_s=prior,
             decodes_per_commit=1 if settings.policy.commit == "one-pass" else 2,
             commit_guard_s=settings.policy.guard_s if settings.policy.commit == "one-pass" else 0,
+            max_parallel=settings.stream_decodes,
         )
         process = psutil.Process()
         limit_mb = settings.max_memory_mb or 0.8 * psutil.virtual_memory().total / 2**20

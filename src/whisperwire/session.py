@@ -131,7 +131,7 @@ class Session:
         self.policy = Policy(services.policy_config)
         self._pipeline: AudioPipeline | None = None
         self._clips: ClipQueue | None = None  # made on the session's first `audio` message
-        self._decoding: asyncio.Task[None] | None = None
+        self._decoding: set[asyncio.Task[None]] = set()  # decodes running (or backing off)
         self._decoded = asyncio.Event()  # set after each decode (for a paused reader)
         self._told_backlog = False
         self._failures = 0  # decodes failed in a row
@@ -212,8 +212,8 @@ class Session:
 
     async def closed(self) -> None:
         """The connection is gone: stop work nobody will read."""
-        if self._decoding is not None:
-            self._decoding.cancel()
+        for task in list(self._decoding):
+            task.cancel()
         await self.out.stop()  # what is queued still reaches the forwarder
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
@@ -334,15 +334,19 @@ class Session:
     def _pump(self) -> None:
         """Queue what the policy has to say and start its next decode if it wants one."""
         self._queue_events()
-        if self._decoding is None or self._decoding.done():
-            load = self.services.load
-            if load is not None:  # the cadence the machine's load allows
-                self.policy.step_s = load.step()
+        load = self.services.load
+        if load is not None:  # the cadence and the decodes at once the machine's load allows
+            self.policy.step_s = load.step()
+            # after a failure, one decode at a time, each after its back-off
+            self.policy.max_in_flight = 1 if self._failures else load.parallel()
+        while len(self._decoding) < self.policy.max_in_flight:
             request = self.policy.next_request()
-            if request is not None:
-                self._decoding = asyncio.create_task(self._decode(request))
-            else:
+            if request is None:
                 self._queue_events()
+                break
+            task = asyncio.create_task(self._decode(request))
+            self._decoding.add(task)
+            task.add_done_callback(self._decoding.discard)
 
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
@@ -365,7 +369,7 @@ class Session:
                 self.services.load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
             self.policy.apply(request, hypothesis)
-        self._decoding = None
+        self._decoding.discard(asyncio.current_task())  # type: ignore[arg-type]
         self._decoded.set()
         self._pump()
 
@@ -455,7 +459,7 @@ class Session:
     def in_hand(self) -> bool:
         """Is the server still working for this session (a decode, clips, unsent messages)?
         Such a session is not idle, however long its client stays quiet."""
-        decoding = self._decoding is not None and not self._decoding.done()
+        decoding = bool(self._decoding)
         clips = self._clips is not None and self._clips.busy
         return decoding or clips or self.out.pending
 

@@ -119,6 +119,9 @@ class ModelOptions(Group):
     batch: int = option(0, "--batch", between=(0, 64))
     """partial updates of up to this many sessions decoded in one batched call (one encode, one
     greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it saves nothing"""
+    stream_decodes: int = option(2, "--stream-decodes", between=(1, 8))
+    """partial decodes one live stream may have running at once while workers outnumber the
+    streams and clips (its updates come that many times as often); 1: one at a time"""
     language: str = option("auto", "-l", "--language")
     """spoken language code, or 'auto' (English-only models: en)"""
     translate: bool = option(False, "-tr", "--translate")

@@ -45,10 +45,29 @@ def test_every_stream_gets_the_same_share_of_the_workers() -> None:
         load.record("partial", 0.6)
         for n in range(1, 20):
             step = load.step(n)
-            if n <= workers:  # a worker each: back-to-back decodes at the policy's step
-                assert step == 0.5
+            if n <= workers:  # a worker each, or more: the policy's step, or shorter
+                assert step == 0.5 / load.parallel(n)
+                assert n * load.parallel(n) <= workers  # never more decodes than workers
             else:
+                assert load.parallel(n) == 1
                 assert n * 0.6 / step <= workers * load.target + 1e-9
+
+
+def test_idle_workers_run_a_lone_streams_decodes_side_by_side_until_another_comes() -> None:
+    clock = Clock()
+    load = monitor(clock, workers=2)
+    load.record("partial", 0.5)
+    load.stream_opened("first")
+    assert (load.parallel(), load.step()) == (2, 0.25)  # two workers, one stream
+    assert load.status()["parallel"] == 2
+    load.stream_opened("second")
+    assert (load.parallel(), load.step()) == (1, 0.5)
+    load.stream_closed("second")
+    load.clip_started()  # a clip takes the second worker as well
+    assert (load.parallel(), load.step()) == (1, 0.5)
+    load.clip_finished()
+    assert load.parallel() == 2
+    assert monitor(clock, workers=2, max_parallel=1).parallel(1) == 1  # turned off
 
 
 def test_a_stream_is_refused_when_it_would_push_the_others_past_the_lag() -> None:

@@ -468,3 +468,102 @@ def test_backlog_counts_speech_no_decode_has_covered_and_no_silence() -> None:
     assert request is not None and policy.backlog_s < 0.5  # a request covers all of it
     policy.release(request)  # a decode that gave nothing: the audio is owed again
     assert policy.backlog_s >= 5.0
+
+
+# --------------------------------------------------------------------------- decodes in flight
+
+
+def test_two_partial_decodes_may_run_at_once_but_a_region_end_waits_for_both() -> None:
+    words = ["two", "at", "once", "then", "the", "end"]
+    policy, fake = one_pass(), FakeWhisper(script(words, 0.5), unstable_tail=False)
+    policy.max_in_flight, policy.step_s = 2, 0.25
+    probs = vad_probs(6.0, [(0.5, 3.4)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    cut = int(2.0 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+    policy.feed(samples[:cut], probs[: cut // VAD_CHUNK])
+    first = policy.next_request()
+    assert first is not None and first.kind == "partial"
+    assert policy.next_request() is None  # no new audio since: nothing more to ask
+    more = int(0.3 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+    policy.feed(samples[cut : cut + more], probs[cut // VAD_CHUNK : (cut + more) // VAD_CHUNK])
+    second = policy.next_request()
+    assert second is not None and second.kind == "partial"
+    assert second.offset == first.offset and len(second.audio) > len(first.audio)
+    assert policy.next_request() is None  # two in flight: the limit
+    rest = cut + more
+    policy.feed(samples[rest:], probs[rest // VAD_CHUNK :])
+    policy.finish()
+    assert policy.next_request() is None  # the region is closed: its last window waits
+    policy.apply(first, fake(first))
+    assert policy.next_request() is None
+    policy.apply(second, fake(second))
+    events = policy.events() + drain(policy, fake)
+    assert finals_text(events) == " ".join(words)
+    assert isinstance(events[-1], Ended)
+
+
+def test_an_answer_older_than_one_applied_is_dropped_and_a_release_does_not_rewind() -> None:
+    words = ["newer", "wins", "over", "older"]
+    policy, fake = one_pass(), FakeWhisper(script(words, 0.5), unstable_tail=False)
+    policy.max_in_flight, policy.step_s = 2, 0.25
+    probs = vad_probs(6.0, [(0.5, 2.6)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    cut = int(2.5 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+    more = cut + int(0.5 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+    policy.feed(samples[:cut], probs[: cut // VAD_CHUNK])
+    older = policy.next_request()
+    policy.feed(samples[cut:more], probs[cut // VAD_CHUNK : more // VAD_CHUNK])
+    newer = policy.next_request()
+    assert older is not None and newer is not None
+    policy.apply(newer, fake(newer))  # the newer window's decode ends first
+    backlog = policy.backlog_s
+    policy.release(older)  # the older one fails: its audio was covered by the newer
+    assert policy.backlog_s == backlog
+    assert policy.next_request() is None  # no new audio since the newer window
+    policy.feed(samples[more:], probs[more // VAD_CHUNK :])
+    policy.finish()
+    events = policy.events() + drain(policy, fake)
+    assert finals_text(events) == " ".join(words)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_decodes_finishing_in_any_order_say_every_word_once(seed: int) -> None:
+    """Up to two decodes in flight, each finishing after a random number of frames and so
+    sometimes after a newer one; some fail. Every word becomes final once, in order, and a
+    late answer for less audio never takes words back from the partial."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(40)]
+    spoken = script(words[:20], 0.5) + script(words[20:], 11.5)
+    policy, fake = one_pass(), FakeWhisper(spoken, unstable_tail=False)
+    policy.max_in_flight, policy.step_s = 2, 0.25
+    probs = vad_probs(24.0, [(0.5, 10.5), (11.5, 21.5)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    running: list[tuple[int, DecodeRequest]] = []  # (frames left, request)
+    events: list = []
+
+    def tick(finishing: bool) -> None:
+        nonlocal running
+        for left, request in running:
+            if left <= 0 or finishing:
+                if rng.random() < 0.1:
+                    policy.release(request)
+                else:
+                    policy.apply(request, fake(request))
+        running = [(left - 1, r) for left, r in running if left > 0 and not finishing]
+        while (request := policy.next_request()) is not None:
+            running.append((int(rng.integers(0, 6)), request))
+        events.extend(policy.events())
+
+    for start in range(0, len(samples), 1600):
+        chunk = samples[start : start + 1600]
+        policy.feed(chunk, probs[start // VAD_CHUNK : (start + len(chunk)) // VAD_CHUNK])
+        tick(False)
+    policy.finish()
+    while running or not (events and isinstance(events[-1], Ended)):
+        rng.shuffle(running)  # type: ignore[arg-type]
+        tick(True)
+    assert finals_text(events) == " ".join(words)
+    partials = [e for e in events if isinstance(e, Partial)]
+    for before, after in zip(partials, partials[1:], strict=False):
+        if after.segment_id == before.segment_id:
+            assert after.end >= before.end, (before, after)
