@@ -10,6 +10,9 @@ item). With `max_batch` > 1, a worker that takes such a job also takes the first
 same group waiting at the head of other keys, in their turn order, and runs them in one call
 (on a GPU one encode/generate over several sessions' windows costs little more than one).
 Each key taken this way has had its turn and goes to the back of the line.
+
+Every job names its `kind` (what it was run for); `on_done(kind, seconds)`, if given, hears
+each job's worker seconds (a batch's shared among its jobs) before its result is delivered.
 """
 
 from __future__ import annotations
@@ -49,12 +52,20 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     batchable: Batchable | None = None
+    kind: str = "job"
     queued_at: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
-    def __init__(self, workers: int = 1, max_pending: int = 256, max_batch: int = 1) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        max_pending: int = 256,
+        max_batch: int = 1,
+        on_done: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.max_pending = max_pending
+        self._on_done = on_done  # (kind, worker seconds) of each job run, on its thread
         self.max_batch = max(1, max_batch)
         self.batches_run = 0  # calls that ran more than one job
         self._queues: OrderedDict[str, deque[_Job]] = OrderedDict()
@@ -74,9 +85,12 @@ class Scheduler:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, key: str, fn: Callable[[], T], batchable: Batchable | None = None) -> T:
+    async def run(
+        self, key: str, fn: Callable[[], T], batchable: Batchable | None = None, kind: str = "job"
+    ) -> T:
         """Run `fn()` on a worker thread, in fair turn with other keys; await its result.
-        With `batchable`, the job may instead run in one call with others of its group."""
+        With `batchable`, the job may instead run in one call with others of its group.
+        `kind` says what the job is for (the decode metrics' label)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._cond:
@@ -84,7 +98,7 @@ class Scheduler:
                 raise Overloaded("the server is shutting down")
             if self._pending >= self.max_pending:
                 raise Overloaded(f"{self._pending} inference jobs are already queued")
-            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable))
+            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable, kind))
             self._pending += 1
             self._cond.notify()
         return await future
@@ -126,6 +140,8 @@ class Scheduler:
             if not jobs:
                 continue
             started = time.monotonic()
+            results: list[Any] = []
+            failure: BaseException | None = None
             try:
                 if len(jobs) == 1:
                     results = [jobs[0].fn()]
@@ -139,14 +155,22 @@ class Scheduler:
                         )
                     self.batches_run += 1
             except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting tasks
+                failure = exc
+            elapsed = time.monotonic() - started
+            self.busy_seconds += elapsed
+            self.jobs_done += len(jobs)
+            if self._on_done is not None:  # counted before anyone hears the result
+                try:
+                    for job in jobs:
+                        self._on_done(job.kind, elapsed / len(jobs))
+                except Exception:  # a bug in a metric must not stop a worker
+                    log.exception("on_done failed")
+            if failure is not None:
                 for job in jobs:
-                    self._deliver(job, None, exc)
+                    self._deliver(job, None, failure)
             else:
                 for job, result in zip(jobs, results, strict=True):
                     self._deliver(job, result, None)
-            finally:
-                self.busy_seconds += time.monotonic() - started
-                self.jobs_done += len(jobs)
 
     @staticmethod
     def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:

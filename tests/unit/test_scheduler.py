@@ -172,3 +172,35 @@ def test_a_failing_batch_fails_each_of_its_jobs() -> None:
     first, second, after = asyncio.run(main())
     assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
     assert after == 7
+
+
+def test_each_job_is_reported_with_its_kind_before_its_result_is_delivered() -> None:
+    """A failed job is reported too; a batch's seconds are shared among its jobs."""
+    reported: list[tuple[str, float]] = []
+
+    async def main() -> None:
+        scheduler = Scheduler(max_batch=2, on_done=lambda kind, s: reported.append((kind, s)))
+        await scheduler.run("a", lambda: time.sleep(0.02), kind="partial")
+        assert [kind for kind, _ in reported] == ["partial"]  # already, as the result came
+        assert reported[0][1] >= 0.02
+        with pytest.raises(ZeroDivisionError):
+            await scheduler.run("a", lambda: 1 / 0, kind="final")
+        assert [kind for kind, _ in reported] == ["partial", "final"]
+        calls: list[list[int]] = []
+        gate = threading.Event()
+        held = asyncio.create_task(scheduler.run("held", lambda: gate.wait(5), kind="clip"))
+        await asyncio.sleep(0.05)
+        batch = [
+            asyncio.create_task(scheduler.run(k, lambda: 0, _batchable("g", i, calls), "partial"))
+            for i, k in enumerate("bc")
+        ]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(held, *batch)
+        scheduler.close()
+        assert calls == [[0, 1]]
+        shares = reported[-2:]
+        assert [kind for kind, _ in shares] == ["partial", "partial"]
+        assert shares[0][1] == shares[1][1]
+
+    asyncio.run(main())
