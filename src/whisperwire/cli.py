@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
     from whisperwire.forward import Forwarder
+    from whisperwire.metrics import Metrics
 
 
 class Parser(argparse.ArgumentParser):
@@ -159,8 +160,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return transcribe(args.files, options)
 
 
-def forwarder_from(settings: Settings) -> Forwarder | None:
-    """The forwarder the flags describe, or None; raises UsageError on a bad value."""
+def forwarder_from(settings: Settings, metrics: Metrics | None = None) -> Forwarder | None:
+    """The forwarder the flags describe (reporting to `metrics`), or None; raises UsageError
+    on a bad value."""
     try:
         config = settings.forward_config
     except ValueError as exc:
@@ -169,17 +171,19 @@ def forwarder_from(settings: Settings) -> Forwarder | None:
         return None
     from whisperwire.forward import Forwarder
 
-    return Forwarder(config)
+    return Forwarder(config, metrics=metrics.forward() if metrics is not None else None)
 
 
 def run_serve(settings: Settings) -> int:
     from whisperwire.checkpoints import CheckpointError
     from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available, resolve_model
     from whisperwire.languages import whisper_languages
+    from whisperwire.metrics import Metrics
     from whisperwire.server import TLSError, serve, tls_context
 
     log = logging.getLogger("whisperwire")
-    forwarder = forwarder_from(settings)
+    metrics = Metrics()  # the server's registry, the forwarder's metrics in it
+    forwarder = forwarder_from(settings, metrics)
     if settings.certfile:  # before the model loads: a bad certificate fails fast
         try:
             tls_context(settings.certfile, settings.keyfile)
@@ -225,7 +229,7 @@ def run_serve(settings: Settings) -> int:
         )
     engine.warm_up()
     log.info("model %s loaded on %s (%s)", engine.name, device, compute_type)
-    serve(settings, engine, forwarder)
+    serve(settings, engine, forwarder, metrics)
     return 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import re
 import uuid
@@ -308,13 +309,15 @@ class ClipQueue:
             piece, offset = samples[start:end], start / SAMPLE_RATE
             # Whisper invents words on silence and noise ("You You You..."): a piece in
             # which Silero hears no speech is not decoded.
-            if not await self.scheduler.run(self.key, lambda p=piece: engine.has_speech(p)):
+            has_speech = functools.partial(engine.has_speech, piece)
+            if not await self.scheduler.run(self.key, has_speech, kind="clip"):
                 continue
             segments_it, info = await self.scheduler.run(
                 self.key,
                 lambda piece=piece, language=language: engine.transcribe_file(
                     piece, language, job.task
                 ),
+                kind="clip",
             )
             language = info.language
             it: Iterator[Any] = iter(segments_it)
@@ -323,7 +326,9 @@ class ClipQueue:
                 if self._closed():
                     return None
                 self._check_stopped()
-                segment = await self.scheduler.run(self.key, lambda it=it: next(it, None))
+                segment = await self.scheduler.run(
+                    self.key, lambda it=it: next(it, None), kind="clip"
+                )
                 if segment is None:
                     break
                 segments.append(_segment(segment, offset))

@@ -49,6 +49,7 @@ class Outbox:
         forwarder: Forwarder | None = None,
         forward_wait_s: float = 30.0,
         write_timeout_s: float = 60.0,
+        sent: Callable[[ev.ServerEvent], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.codec = codec
@@ -57,6 +58,7 @@ class Outbox:
         self._forwarder = forwarder
         self._forward_wait_s = forward_wait_s
         self._write_timeout_s = write_timeout_s or None  # 0: no limit
+        self._sent = sent  # told of each event whose frame was written to the client
         self._items: deque[ev.ServerEvent | None] = deque()  # None: the writer stops
         self._ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -213,4 +215,6 @@ class Outbox:
                 continue
             if isinstance(event, ev.Final):
                 self._replay.append(event)
+            if self._sent is not None:
+                self._sent(event)
             return

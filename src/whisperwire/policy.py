@@ -199,6 +199,12 @@ class Policy:
         return max(0, self._total - covered) / SAMPLE_RATE
 
     @property
+    def needed_from_s(self) -> float:
+        """Session time of the earliest audio a decode may still need: no final to come has
+        a word before it."""
+        return self._audio.start / SAMPLE_RATE
+
+    @property
     def busy(self) -> bool:
         return bool(self._in_flight)
 

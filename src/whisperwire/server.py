@@ -12,7 +12,10 @@ from typing import Any
 
 import psutil
 import uvicorn
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import HTTPConnection
 
 from whisperwire import protocol as proto
 from whisperwire import vad
@@ -20,6 +23,7 @@ from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
+from whisperwire.metrics import Metrics
 from whisperwire.protocol import events as ev
 from whisperwire.protocol import native
 from whisperwire.scheduler import Scheduler
@@ -49,12 +53,20 @@ class App:
     """Server-wide state: the shared services and the live sessions."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, forwarder: Forwarder | None = None
+        self,
+        settings: Settings,
+        engine: Engine,
+        forwarder: Forwarder | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.forwarder = forwarder
-        self.scheduler = Scheduler(workers=engine.workers, max_batch=engine.batch)
+        self.metrics = metrics or Metrics()
+        self.scheduler = Scheduler(
+            workers=engine.workers, max_batch=engine.batch, on_done=self.metrics.decode_done
+        )
+        self.metrics.watch_queue(lambda: self.scheduler.pending)
         prior = engine.decode_estimate_s
         self.load = LoadMonitor(
             workers=engine.workers,
@@ -83,6 +95,7 @@ class App:
             max_clip_s=settings.max_clip_s,
             forwarder=forwarder,
             load=self.load,
+            metrics=self.metrics,
         )
         self.sessions: dict[str, Session] = {}
         self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
@@ -180,17 +193,23 @@ class App:
             )
 
 
-def authorized(ws: WebSocket, keys: list[str]) -> bool:
+def authorized(conn: HTTPConnection, keys: list[str]) -> bool:
     """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
-    offered = ws.query_params.get("token", "")
-    header = ws.headers.get("authorization", "")
+    offered = conn.query_params.get("token", "")
+    header = conn.headers.get("authorization", "")
     if not offered and header.lower().startswith("bearer "):
         offered = header[7:].strip()
     return any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys)
 
 
-def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> FastAPI:
-    state = App(settings, engine, forwarder)
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    forwarder: Forwarder | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The app; `metrics` is the registry the forwarder reports to, if it was given one."""
+    state = App(settings, engine, forwarder, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -232,6 +251,7 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
         wait = ev.UNSET if retry_after is None else retry_after
         refusal = ev.Error(code=code, message=message, retry_after=wait)
         await ws.send_text(native.encode(refusal, state.services.clock))
+        state.metrics.error_sent(code)
         await ws.close(close_code, code.lower())
 
     idle = settings.idle_timeout_s
@@ -256,6 +276,26 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
 
     throttle = AuthThrottle()
     per_address = PerAddress(settings.max_sessions_per_address)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus' text format; with --api-key, for a key (unless --metrics-public),
+        checked and throttled as a WebSocket client's is."""
+        if settings.api_keys and not settings.metrics_public:
+            address = request.client.host if request.client is not None else "unknown"
+            wait = throttle.retry_after(address, time.monotonic())
+            if wait > 0:
+                message = f"too many failed attempts from {address}; retry in {wait:.0f} s\n"
+                headers = {"Retry-After": str(max(1, round(wait)))}
+                return PlainTextResponse(message, 429, headers=headers)
+            if not authorized(request, settings.api_keys):
+                throttle.failed(address, time.monotonic())
+                message = (
+                    "/metrics needs the server's API key: send the header 'Authorization: "
+                    "Bearer KEY' or ?token=KEY (or start the server with --metrics-public)\n"
+                )
+                return PlainTextResponse(message, 401, headers={"WWW-Authenticate": "Bearer"})
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     origins = frozenset(settings.allowed_origins)
 
@@ -406,8 +446,13 @@ def create_app(settings: Settings, engine: Engine, forwarder: Forwarder | None =
     return app
 
 
-def serve(settings: Settings, engine: Engine, forwarder: Forwarder | None = None) -> None:
-    app = create_app(settings, engine, forwarder)
+def serve(
+    settings: Settings,
+    engine: Engine,
+    forwarder: Forwarder | None = None,
+    metrics: Metrics | None = None,
+) -> None:
+    app = create_app(settings, engine, forwarder, metrics)
     config = uvicorn.Config(
         app,
         host=settings.host,

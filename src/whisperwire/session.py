@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from whisperwire import policy
@@ -23,6 +23,7 @@ from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
+from whisperwire.metrics import Metrics
 from whisperwire.outbox import Close, Connection, Outbox, SendText
 from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy
@@ -55,6 +56,7 @@ class Services:
     max_clip_s: float = MAX_CLIP_SECONDS
     resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
     clock: proto.Clock = proto.utc_now  # stamps every event sent
+    metrics: Metrics = field(default_factory=Metrics)  # the server's; default: one of its own
 
 
 def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[Hypothesis, float]]]:
@@ -117,6 +119,7 @@ class Session:
             max_message_bytes=services.max_message_bytes,
             clock=services.clock,
         )
+        self.metrics = services.metrics.session()
         # One ordered writer: every event leaves through it, in the order made.
         self.out = Outbox(
             self.id,
@@ -126,6 +129,7 @@ class Session:
             services.forwarder,
             services.forward_wait_s,
             services.write_timeout_s,
+            sent=lambda event: self.metrics.sent(event, time.monotonic()),
         )
         self._query = query or {}
         self.policy = Policy(services.policy_config)
@@ -153,6 +157,7 @@ class Session:
             self.codec.apply_query(self._query)
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, f"query parameters: {exc.message}")
+        self.metrics.opened(self.codec.dialect.name)
         self._sync_options()
         if self.services.forwarder is not None:
             self.services.forwarder.attach(self.id, self.send)
@@ -215,6 +220,7 @@ class Session:
         for task in list(self._decoding):
             task.cancel()
         await self.out.stop()  # what is queued still reaches the forwarder
+        self.metrics.closed()
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
 
@@ -253,7 +259,7 @@ class Session:
     # ---- inbound
 
     async def receive_bytes(self, data: bytes) -> None:
-        self.last_heard = time.monotonic()
+        self.last_heard = arrived = time.monotonic()
         try:
             frame = self.codec.receive_binary(data)
         except proto.ProtocolError as exc:
@@ -271,7 +277,9 @@ class Session:
             samples, probs = await asyncio.to_thread(self._pipeline.process, frame.data)
             self.policy.feed(samples, probs)
             width = 2 if frame.encoding == "s16le" else 4
-            self.received_s += len(frame.data) / width / frame.sample_rate
+            seconds = len(frame.data) / width / frame.sample_rate
+            self.received_s += seconds
+            self.metrics.audio(seconds, self.received_s, arrived, self.policy.needed_from_s)
         self._pump()
 
     async def receive_text(self, text: str) -> None:
@@ -281,6 +289,7 @@ class Session:
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, exc.message)
             if exc.clip is not None:  # a refused clip: its client is not left waiting
+                self.services.metrics.clip_requested()
                 await self.send(ev.ClipReady(audio_id=exc.clip or None))
             return
         if isinstance(message, proto.Ping):
@@ -297,6 +306,7 @@ class Session:
         elif isinstance(message, proto.End):
             await self._end()
         elif isinstance(message, proto.ClipAudio):
+            self.services.metrics.clip_requested()
             await self._clip_queue().submit(message, self.codec.config)
 
     async def _end(self) -> None:
@@ -359,7 +369,9 @@ class Session:
         group = engine.batch_group(request) if engine.batch > 1 else None
         batchable = None if group is None else Batchable(group, request, _timed_batch(engine))
         try:
-            hypothesis, seconds = await self.services.scheduler.run(self.id, timed, batchable)
+            hypothesis, seconds = await self.services.scheduler.run(
+                self.id, timed, batchable, kind=request.kind
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
@@ -406,6 +418,8 @@ class Session:
         for event in map(wire_event, self.policy.events()):
             if isinstance(event, ev.Partial) and not self.codec.config.partials:
                 continue
+            if isinstance(event, ev.Final):
+                self.metrics.final_made(event.segment_id, event.end, self.policy.needed_from_s)
             if isinstance(event, ev.Ended) and self._clips is not None:
                 # Clips sent before `end` are answered first; nothing follows `end`.
                 self._spawn(self._end_after_clips(event))

@@ -189,6 +189,9 @@ class NetworkOptions(Group):
     api_key: CommaList[SecretStr] = option([], "--api-key", metavar="KEY")
     """require this key from clients (?token=KEY or 'Authorization: Bearer KEY'); repeatable; the
     variable takes a comma-separated list"""
+    metrics_public: bool = option(False, "--metrics-public")
+    """serve GET /metrics without a key even with --api-key (for a scraper on a trusted network);
+    /health is open either way"""
     allowed_origins: CommaList[Origin] = option(
         [], "--allowed-origin", env="ALLOWED_ORIGINS", metavar="ORIGIN"
     )
