@@ -86,6 +86,23 @@ class Final:
     end: float
     language: str | None
     words: list[Word]
+    speech_final: bool = False  # the last final of a region a pause ended
+    from_finalize: bool = False  # the last final of a region a flush ended
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """A speech region is decoded from now on; `start` is where it starts."""
+
+    start: float
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    """A region's finals are all out; `last_word_end` None: it had no final words."""
+
+    end: float
+    last_word_end: float | None
 
 
 @dataclass(frozen=True)
@@ -99,7 +116,7 @@ class Ended:
     segments: int
 
 
-Event = Partial | Final | Flushed | Ended
+Event = Partial | Final | Flushed | Ended | SpeechStarted | SpeechEnded
 
 
 SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
@@ -284,7 +301,7 @@ class Policy:
         new = self._new_words(hypothesis, request.offset)
         if request.kind == "final":
             self._commit(new)
-            self._finalize(len(self._held))
+            self._finalize(len(self._held), self._region_end_kind())
             self._end_region()
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
@@ -314,6 +331,7 @@ class Policy:
             region = self.endpointer.regions[0]
             if region.confirmed:
                 self._region = region
+                self._events.append(SpeechStarted(region.start / SAMPLE_RATE))
                 if not self._keeps_context(region.start):
                     self._win_start = region.start
                 self._win_start = max(self._win_start, self._audio.start)
@@ -335,7 +353,20 @@ class Policy:
         self._region_language = None
         self._last_partial = None
         self._last_region_end = region.end
+        spoke = self._final_words and self._final_end * SAMPLE_RATE > region.start
+        self._events.append(
+            SpeechEnded(region.end / SAMPLE_RATE, self._final_end if spoke else None)
+        )
         self._discard_unneeded()
+
+    def _region_end_kind(self) -> Literal["pause", "flush", "end"]:
+        """What ended the region being finalised: a pause, or the first marker after it."""
+        region = self._region
+        assert region is not None and region.end is not None
+        if not region.forced:
+            return "pause"
+        marker = next((m for m in self._markers if m.at >= region.end), None)
+        return marker.kind if marker is not None else "end"
 
     def _keeps_context(self, at: int) -> bool:
         """Does a region starting at `at` keep the previous one in its window, as context?"""
@@ -439,7 +470,8 @@ class Policy:
                 return i + 1
         return 0
 
-    def _finalize(self, n: int) -> None:
+    def _finalize(self, n: int, ended_by: Literal["pause", "flush", "end"] | None = None) -> None:
+        """Emit the first `n` held words as a final; `ended_by`: they end their region."""
         if n <= 0:
             return
         words, self._held = self._held[:n], self._held[n:]
@@ -448,7 +480,11 @@ class Policy:
             return
         language = self._region_language or self.language
         self._events.append(
-            Final(self._segment_id, text, words[0].start, words[-1].end, language, words)
+            Final(
+                *(self._segment_id, text, words[0].start, words[-1].end, language, words),
+                speech_final=ended_by == "pause",
+                from_finalize=ended_by == "flush",
+            )
         )
         self._segment_id += 1
         self._final_words.extend(words)
