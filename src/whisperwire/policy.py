@@ -42,6 +42,16 @@ import numpy as np
 
 from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.policy_config import PolicyConfig
+from whisperwire.policy_events import (
+    Ended,
+    Event,
+    Final,
+    Flushed,
+    Partial,
+    RegionMark,
+    SpeechEnded,
+    SpeechStarted,
+)
 from whisperwire.samplebuffer import SampleBuffer
 from whisperwire.words import (
     Hypothesis,
@@ -67,56 +77,6 @@ class DecodeRequest:
     # partial: an update (greedy); commit: an update that also settles stalled words (beam);
     # final: a closed region's rest; cap: a full window
     kind: Literal["partial", "commit", "final", "cap"]
-
-
-@dataclass(frozen=True)
-class Partial:
-    segment_id: int
-    text: str
-    stable: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Final:
-    segment_id: int
-    text: str
-    start: float
-    end: float
-    language: str | None
-    words: list[Word]
-    speech_final: bool = False  # the last final of a region a pause ended
-    from_finalize: bool = False  # the last final of a region a flush ended
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    """A speech region is decoded from now on; `start` is where it starts."""
-
-    start: float
-
-
-@dataclass(frozen=True)
-class SpeechEnded:
-    """A region's finals are all out; `last_word_end` None: it had no final words."""
-
-    end: float
-    last_word_end: float | None
-
-
-@dataclass(frozen=True)
-class Flushed:
-    pass
-
-
-@dataclass(frozen=True)
-class Ended:
-    duration: float
-    segments: int
-
-
-Event = Partial | Final | Flushed | Ended | SpeechStarted | SpeechEnded
 
 
 SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
@@ -301,7 +261,11 @@ class Policy:
         new = self._new_words(hypothesis, request.offset)
         if request.kind == "final":
             self._commit(new)
-            self._finalize(len(self._held), self._region_end_kind())
+            ended_by, made = self._region_end_kind(), self._segment_id
+            self._finalize(len(self._held), ended_by)
+            if self._segment_id == made and ended_by != "end":  # no final to carry the mark
+                at = self._region.end / SAMPLE_RATE  # type: ignore[union-attr]
+                self._events.append(RegionMark(at, ended_by == "pause", ended_by == "flush"))
             self._end_region()
         elif request.kind == "cap":
             self._commit_cap(new, window_end)

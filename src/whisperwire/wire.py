@@ -35,6 +35,9 @@ def wire_event(event: policy.Event) -> ev.ServerEvent:
         return ev.SpeechStarted(start=event.start)
     if isinstance(event, policy.SpeechEnded):
         return ev.SpeechEnded(end=event.end, last_word_end=event.last_word_end)
+    if isinstance(event, policy.RegionMark):
+        flags = {"speech_final": event.speech_final, "from_finalize": event.from_finalize}
+        return ev.RegionMark(at=event.at, **flags)
     if isinstance(event, policy.Flushed):
         return ev.Flushed()
     return ev.Ended(duration=event.duration, segments=event.segments)

@@ -79,6 +79,7 @@ EVENTS: list[tuple[ev.ServerEvent, list[str] | None, str | None]] = [
     ),
     (ev.SpeechStarted(start=0.3), None, None),
     (ev.SpeechEnded(end=4.2, last_word_end=4.0), None, None),
+    (ev.RegionMark(at=4.2, speech_final=False, from_finalize=True), None, None),
     (ev.Flushed(), ["type", "state"], None),
     (ev.Ended(duration=11.00049, segments=3), ["type", "duration", "segments"], None),
     (ev.Configured(config=CONFIG), ["type", "state", "config"], None),

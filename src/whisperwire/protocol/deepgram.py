@@ -5,7 +5,8 @@ A client of Deepgram's live API (its SDKs, with their base URL pointed here) con
 path, and `parse_query` turns the parameters into native settings plus the options only this
 dialect uses (`Listen`). Events go out as Deepgram's messages: partials as interim `Results`
 (`is_final` false), finals as final ones (`speech_final` on the last final of a region a
-pause ended, `from_finalize` on the last of a region `Finalize` ended), `SpeechStarted`
+pause ended, `from_finalize` on the last of a region `Finalize` ended; an empty final
+carries the mark when no words were left to make final), `SpeechStarted`
 (`vad_events=true`), `UtteranceEnd` after a region with words (`utterance_end_ms` given),
 and `Metadata` before the close; errors as `{"type": "Error", "variant", "description"}`.
 Client text frames: `KeepAlive`, `Finalize` (a flush) and `CloseStream` (end of stream).
@@ -187,6 +188,9 @@ def message(event: ev.ServerEvent, codec: Codec) -> dict[str, Any] | None:
                 from_finalize=event.from_finalize,
                 words=event.words,
             )
+        case ev.RegionMark(at=at, speech_final=speech_final, from_finalize=from_finalize):
+            flags = {"speech_final": speech_final, "from_finalize": from_finalize}
+            return _results(codec, at, at, "", is_final=True, **flags)
         case ev.SpeechStarted(start=start) if listen.vad_events:
             return {"type": "SpeechStarted", "channel": CHANNEL, "timestamp": round(start, 3)}
         case ev.SpeechEnded(last_word_end=last) if listen.utterance_end_ms and last is not None:

@@ -134,6 +134,18 @@ class SpeechEnded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RegionMark(Event):
+    """A region ended by a pause or a flush whose words were all final already: no final
+    carries `speech_final` or `from_finalize`, so this does."""
+
+    TYPE = "region_mark"
+    NATIVE = False
+    at: float = seconds()
+    speech_final: bool
+    from_finalize: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flushed(Event):
     TYPE = "state"
     state: Literal["flushed"] = fixed_state("flushed")
@@ -248,6 +260,7 @@ ServerEvent = (
     | Final
     | SpeechStarted
     | SpeechEnded
+    | RegionMark
     | Flushed
     | Ended
     | Configured
