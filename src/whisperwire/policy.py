@@ -122,6 +122,7 @@ class Policy:
         self._next_id = 0
         self._segment_id = 0
         self._markers: deque[_Marker] = deque()
+        self._flush_marked = False  # a final said from_finalize for the next flush marker
         self._events: list[Event] = []
         self._ended = False
         self._last_partial: tuple[str, str] | None = None
@@ -263,9 +264,11 @@ class Policy:
             self._commit(new)
             ended_by, made = self._region_end_kind(), self._segment_id
             self._finalize(len(self._held), ended_by)
-            if self._segment_id == made and ended_by != "end":  # no final to carry the mark
+            marked = self._segment_id > made  # a final carries the mark
+            if ended_by == "pause" and not marked:
                 at = self._region.end / SAMPLE_RATE  # type: ignore[union-attr]
-                self._events.append(RegionMark(at, ended_by == "pause", ended_by == "flush"))
+                self._events.append(RegionMark(at, speech_final=True, from_finalize=False))
+            self._flush_marked = self._flush_marked or (ended_by == "flush" and marked)
             self._end_region()
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
@@ -304,6 +307,10 @@ class Policy:
         while self._markers and self._markers[0].at <= done_until:
             marker = self._markers.popleft()
             if marker.kind == "flush":
+                if not self._flush_marked:  # every flush is answered by one mark
+                    at = marker.at / SAMPLE_RATE
+                    self._events.append(RegionMark(at, speech_final=False, from_finalize=True))
+                self._flush_marked = False
                 self._events.append(Flushed())
             else:
                 self._events.append(Ended(self.duration, self._segment_id))

@@ -56,7 +56,8 @@ class Ended:
 
 @dataclass(frozen=True)
 class RegionMark:
-    """A region ended (a pause, a flush) with no words left for a final to carry the mark."""
+    """A pause or a flush that no final marks: the region's words were all final already,
+    or (a flush) no region was open."""
 
     at: float
     speech_final: bool

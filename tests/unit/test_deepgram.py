@@ -268,3 +268,14 @@ def test_a_pause_marks_the_regions_last_final_and_a_flush_its_own() -> None:
     assert len(starts) == 2 and starts[0] < 0.5 < 3.0 < starts[1] < 4.0
     ends = [e for e in events if isinstance(e, SpeechEnded)]
     assert [e.last_word_end for e in ends] == [first[-1].end, second[-1].end]
+
+
+def test_every_flush_is_marked_once_even_with_nothing_to_finalise() -> None:
+    policy = Policy()
+    feed(policy, FakeWhisper([]), 2.0, [])  # silence: no region is open
+    policy.flush()
+    policy.flush()
+    events = policy.events()
+    marks = [e for e in events if isinstance(e, RegionMark)]
+    assert [(m.speech_final, m.from_finalize) for m in marks] == [(False, True)] * 2
+    assert [type(e).__name__ for e in events] == ["RegionMark", "Flushed"] * 2

@@ -135,8 +135,8 @@ class SpeechEnded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RegionMark(Event):
-    """A region ended by a pause or a flush whose words were all final already: no final
-    carries `speech_final` or `from_finalize`, so this does."""
+    """A pause or a flush that no final marks (the region's words were all final already,
+    or, for a flush, no region was open): this carries `speech_final` or `from_finalize`."""
 
     TYPE = "region_mark"
     NATIVE = False
