@@ -485,7 +485,8 @@ class Policy:
         if (text, stable) == self._last_partial:
             return
         self._last_partial = (text, stable)
-        self._events.append(Partial(self._segment_id, text, stable, words[0].start, words[-1].end))
+        start, end = words[0].start, words[-1].end
+        self._events.append(Partial(self._segment_id, text, stable, start, end, tuple(words)))
 
     def _discard_unneeded(self) -> None:
         """Drop audio no decode will need again."""

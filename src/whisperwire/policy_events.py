@@ -14,6 +14,7 @@ class Partial:
     stable: str
     start: float
     end: float
+    words: tuple[Word, ...] = ()  # held and tentative, with their times and probabilities
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from whisperwire import policy
 from whisperwire.protocol import events as ev
+from whisperwire.words import Word
+
+
+def _words(words: Iterable[Word]) -> tuple[ev.Word, ...]:
+    return tuple(
+        ev.Word(word=w.text, start=w.start, end=w.end, probability=w.probability) for w in words
+    )
 
 
 def wire_event(event: policy.Event) -> ev.ServerEvent:
@@ -15,12 +24,10 @@ def wire_event(event: policy.Event) -> ev.ServerEvent:
             stable=event.stable,
             start=event.start,
             end=event.end,
+            words=_words(event.words),
         )
     if isinstance(event, policy.Final):
-        words = tuple(
-            ev.Word(word=w.text, start=w.start, end=w.end, probability=w.probability)
-            for w in event.words
-        )
+        words = _words(event.words)
         return ev.Final(
             segment_id=event.segment_id,
             text=event.text,

@@ -130,7 +130,8 @@ def test_sdk_streams_clips_in_real_time_as_the_native_protocol_does(server: Serv
     interim, finals = results(received, False), results(received, True)
     assert interim and finals
     assert all(m["channel_index"] == [0, 1] and m["metadata"]["request_id"] for m in finals)
-    words = [w for m in finals for w in m["channel"]["alternatives"][0]["words"]]
+    words = [w for m in interim + finals for w in m["channel"]["alternatives"][0]["words"]]
+    assert any(m["channel"]["alternatives"][0]["words"] for m in interim)
     assert words and all(
         set(w) >= {"word", "start", "end", "confidence", "punctuated_word"} for w in words
     )

@@ -116,9 +116,8 @@ WORDS = (
 
 
 def test_a_partial_is_an_interim_result() -> None:
-    message = sent(
-        codec(), ev.Partial(segment_id=1, text=" ask not", stable="", start=3.5, end=4.0)
-    )
+    partial = ev.Partial(segment_id=1, text=" ask not", stable="", start=3.5, end=4.0, words=WORDS)
+    message = sent(codec(), partial)
     assert message is not None
     assert message["type"] == "Results" and message["channel_index"] == [0, 1]
     assert (message["is_final"], message["speech_final"], message["from_finalize"]) == (
@@ -127,7 +126,9 @@ def test_a_partial_is_an_interim_result() -> None:
         False,
     )
     assert (message["start"], message["duration"]) == (3.5, 0.5)
-    assert message["channel"]["alternatives"][0]["transcript"] == "ask not"
+    alternative = message["channel"]["alternatives"][0]
+    assert alternative["transcript"] == "ask not"
+    assert [w["punctuated_word"] for w in alternative["words"]] == ["Ask", "not,"]
     assert message["metadata"]["request_id"] == "s1"
 
 

@@ -47,7 +47,9 @@ EVENTS: list[tuple[ev.ServerEvent, list[str] | None, str | None]] = [
         f"CONNECTION_ID:{SID}",
     ),
     (
-        ev.Partial(segment_id=0, text="And so my", stable="And so", start=0.32049, end=3.1),
+        ev.Partial(
+            segment_id=0, text="And so my", stable="And so", start=0.32049, end=3.1, words=(WORD,)
+        ),
         ["type", "segment_id", "text", "stable", "start", "end"],
         None,
     ),

@@ -174,9 +174,9 @@ def message(event: ev.ServerEvent, codec: Codec) -> dict[str, Any] | None:
     """The event as the Deepgram message it is sent as, or None where none is sent."""
     listen = codec.listen or Listen()
     match event:
-        case ev.Partial(start=start, end=end, text=text):
+        case ev.Partial(start=start, end=end, text=text, words=words):
             flags = {"is_final": False, "speech_final": False, "from_finalize": False}
-            return _results(codec, start, end, text, **flags)
+            return _results(codec, start, end, text, words=words, **flags)
         case ev.Final():
             return _results(
                 codec,

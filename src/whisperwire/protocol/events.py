@@ -91,6 +91,7 @@ class Partial(Event):
     stable: str
     start: float = seconds()
     end: float = seconds()
+    words: tuple[Word, ...] = dialect_only(())  # Deepgram's interim words
 
 
 @dataclass(frozen=True, kw_only=True)
