@@ -172,7 +172,10 @@ def stream(
     result = StreamResult()
     params = f"sample_rate={sample_rate}&encoding={encoding}" + (f"&{query}" if query else "")
     frame = int(sample_rate * frame_s)
-    with connect(f"{url}?{params}", max_size=None, open_timeout=30) as ws:
+    # max_queue=None: messages are read off the socket while the audio is being sent; with a
+    # bounded queue, a long stream's partials fill it, the pongs go unread behind them, and
+    # the client's own keepalive closes the connection (1011) after about 40 s.
+    with connect(f"{url}?{params}", max_size=None, open_timeout=30, max_queue=None) as ws:
         started = time.monotonic()
         for i, start in enumerate(range(0, len(samples), frame)):
             if realtime:

@@ -27,6 +27,7 @@ class Region:
     end: int | None = None  # None while the region is open
     voiced: int = 0  # samples scored as speech so far
     confirmed: bool = False  # voiced >= min_speech: decodable, never discarded
+    forced: bool = False  # closed by `force_end` (flush, end), not by a pause
 
 
 class Endpointer:
@@ -92,6 +93,7 @@ class Endpointer:
             self._blip = None
         if self._triggered:
             self.regions[-1].confirmed = True
+            self.regions[-1].forced = True
             self._close(max(at, self.regions[-1].start))
 
     def _close(self, end: int) -> None:

@@ -42,6 +42,16 @@ import numpy as np
 
 from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.policy_config import PolicyConfig
+from whisperwire.policy_events import (
+    Ended,
+    Event,
+    Final,
+    Flushed,
+    Partial,
+    RegionMark,
+    SpeechEnded,
+    SpeechStarted,
+)
 from whisperwire.samplebuffer import SampleBuffer
 from whisperwire.words import (
     Hypothesis,
@@ -67,39 +77,6 @@ class DecodeRequest:
     # partial: an update (greedy); commit: an update that also settles stalled words (beam);
     # final: a closed region's rest; cap: a full window
     kind: Literal["partial", "commit", "final", "cap"]
-
-
-@dataclass(frozen=True)
-class Partial:
-    segment_id: int
-    text: str
-    stable: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Final:
-    segment_id: int
-    text: str
-    start: float
-    end: float
-    language: str | None
-    words: list[Word]
-
-
-@dataclass(frozen=True)
-class Flushed:
-    pass
-
-
-@dataclass(frozen=True)
-class Ended:
-    duration: float
-    segments: int
-
-
-Event = Partial | Final | Flushed | Ended
 
 
 SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
@@ -145,6 +122,7 @@ class Policy:
         self._next_id = 0
         self._segment_id = 0
         self._markers: deque[_Marker] = deque()
+        self._flush_marked = False  # a final said from_finalize for the next flush marker
         self._events: list[Event] = []
         self._ended = False
         self._last_partial: tuple[str, str] | None = None
@@ -284,7 +262,13 @@ class Policy:
         new = self._new_words(hypothesis, request.offset)
         if request.kind == "final":
             self._commit(new)
-            self._finalize(len(self._held))
+            ended_by, made = self._region_end_kind(), self._segment_id
+            self._finalize(len(self._held), ended_by)
+            marked = self._segment_id > made  # a final carries the mark
+            if ended_by == "pause" and not marked:
+                at = self._region.end / SAMPLE_RATE  # type: ignore[union-attr]
+                self._events.append(RegionMark(at, speech_final=True, from_finalize=False))
+            self._flush_marked = self._flush_marked or (ended_by == "flush" and marked)
             self._end_region()
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
@@ -314,6 +298,7 @@ class Policy:
             region = self.endpointer.regions[0]
             if region.confirmed:
                 self._region = region
+                self._events.append(SpeechStarted(region.start / SAMPLE_RATE))
                 if not self._keeps_context(region.start):
                     self._win_start = region.start
                 self._win_start = max(self._win_start, self._audio.start)
@@ -322,6 +307,10 @@ class Policy:
         while self._markers and self._markers[0].at <= done_until:
             marker = self._markers.popleft()
             if marker.kind == "flush":
+                if not self._flush_marked:  # every flush is answered by one mark
+                    at = marker.at / SAMPLE_RATE
+                    self._events.append(RegionMark(at, speech_final=False, from_finalize=True))
+                self._flush_marked = False
                 self._events.append(Flushed())
             else:
                 self._events.append(Ended(self.duration, self._segment_id))
@@ -335,7 +324,20 @@ class Policy:
         self._region_language = None
         self._last_partial = None
         self._last_region_end = region.end
+        spoke = self._final_words and self._final_end * SAMPLE_RATE > region.start
+        self._events.append(
+            SpeechEnded(region.end / SAMPLE_RATE, self._final_end if spoke else None)
+        )
         self._discard_unneeded()
+
+    def _region_end_kind(self) -> Literal["pause", "flush", "end"]:
+        """What ended the region being finalised: a pause, or the first marker after it."""
+        region = self._region
+        assert region is not None and region.end is not None
+        if not region.forced:
+            return "pause"
+        marker = next((m for m in self._markers if m.at >= region.end), None)
+        return marker.kind if marker is not None else "end"
 
     def _keeps_context(self, at: int) -> bool:
         """Does a region starting at `at` keep the previous one in its window, as context?"""
@@ -439,7 +441,8 @@ class Policy:
                 return i + 1
         return 0
 
-    def _finalize(self, n: int) -> None:
+    def _finalize(self, n: int, ended_by: Literal["pause", "flush", "end"] | None = None) -> None:
+        """Emit the first `n` held words as a final; `ended_by`: they end their region."""
         if n <= 0:
             return
         words, self._held = self._held[:n], self._held[n:]
@@ -448,7 +451,11 @@ class Policy:
             return
         language = self._region_language or self.language
         self._events.append(
-            Final(self._segment_id, text, words[0].start, words[-1].end, language, words)
+            Final(
+                *(self._segment_id, text, words[0].start, words[-1].end, language, words),
+                speech_final=ended_by == "pause",
+                from_finalize=ended_by == "flush",
+            )
         )
         self._segment_id += 1
         self._final_words.extend(words)
@@ -478,7 +485,8 @@ class Policy:
         if (text, stable) == self._last_partial:
             return
         self._last_partial = (text, stable)
-        self._events.append(Partial(self._segment_id, text, stable, words[0].start, words[-1].end))
+        start, end = words[0].start, words[-1].end
+        self._events.append(Partial(self._segment_id, text, stable, start, end, tuple(words)))
 
     def _discard_unneeded(self) -> None:
         """Drop audio no decode will need again."""

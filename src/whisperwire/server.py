@@ -24,8 +24,8 @@ from whisperwire.forward import Forwarder
 from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
+from whisperwire.protocol import deepgram, native
 from whisperwire.protocol import events as ev
-from whisperwire.protocol import native
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
 from whisperwire.settings import Settings
@@ -194,11 +194,12 @@ class App:
 
 
 def authorized(conn: HTTPConnection, keys: list[str]) -> bool:
-    """The `token` query parameter or an `Authorization: Bearer` header holds a valid key."""
+    """The `token` query parameter or an `Authorization: Bearer` (or Deepgram's `Token`)
+    header holds a valid key."""
     offered = conn.query_params.get("token", "")
-    header = conn.headers.get("authorization", "")
-    if not offered and header.lower().startswith("bearer "):
-        offered = header[7:].strip()
+    scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
+    if not offered and scheme.lower() in ("bearer", "token"):
+        offered = credentials.strip()
     return any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys)
 
 
@@ -247,10 +248,12 @@ def create_app(
     async def refuse(
         ws: WebSocket, code: str, message: str, close_code: int, retry_after: float | None = None
     ) -> None:
-        """Say why (in the native dialect, whatever the client asked for), then close."""
+        """Say why (in the native dialect, whatever the client asked for, but at Deepgram's
+        path in its dialect), then close."""
         wait = ev.UNSET if retry_after is None else retry_after
         refusal = ev.Error(code=code, message=message, retry_after=wait)
-        await ws.send_text(native.encode(refusal, state.services.clock))
+        dialect = deepgram if ws.url.path == deepgram.PATH else native
+        await ws.send_text(dialect.encode(refusal, state.services.clock) or "")
         state.metrics.error_sent(code)
         await ws.close(close_code, code.lower())
 
@@ -325,6 +328,12 @@ def create_app(
                 )
                 await refuse(ws, proto.UNAUTHORIZED, message, 1008)
                 return
+        if ws.url.path == deepgram.PATH:  # a Deepgram client: a value it cannot have closes
+            try:
+                deepgram.parse_query(ws.query_params)
+            except proto.ProtocolError as exc:
+                await refuse(ws, exc.code, f"query parameters: {exc.message}", 1008)
+                return
         resume = ws.query_params.get("resume")
         resumed = await state.take_over(resume) if resume else None
         if resumed is not None:  # admitted when it first connected
@@ -382,6 +391,8 @@ def create_app(
             log.info("session %s resumed from %s", session.id, ws.client)
         else:
             query = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMETERS}
+            if ws.url.path == deepgram.PATH:
+                query["format"] = "deepgram"
             session = Session(state.services, ws.send_text, close, query, abort)
             state.sessions[session.id] = session
             load.stream_opened(session.id)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from whisperwire import policy
 from whisperwire import protocol as proto
 from whisperwire.audio import SAMPLE_RATE
 from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
@@ -30,6 +29,7 @@ from whisperwire.policy import DecodeRequest, Hypothesis, Policy
 from whisperwire.policy_config import PolicyConfig
 from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Batchable, Overloaded, Scheduler
+from whisperwire.wire import wire_event
 
 log = logging.getLogger("whisperwire.session")
 
@@ -72,34 +72,6 @@ def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[H
     return run
 
 
-def wire_event(event: policy.Event) -> ev.ServerEvent:
-    """The policy's event as the client is told it."""
-    if isinstance(event, policy.Partial):
-        return ev.Partial(
-            segment_id=event.segment_id,
-            text=event.text,
-            stable=event.stable,
-            start=event.start,
-            end=event.end,
-        )
-    if isinstance(event, policy.Final):
-        words = tuple(
-            ev.Word(word=w.text, start=w.start, end=w.end, probability=w.probability)
-            for w in event.words
-        )
-        return ev.Final(
-            segment_id=event.segment_id,
-            text=event.text,
-            start=event.start,
-            end=event.end,
-            language=event.language,
-            words=words,
-        )
-    if isinstance(event, policy.Flushed):
-        return ev.Flushed()
-    return ev.Ended(duration=event.duration, segments=event.segments)
-
-
 class Session:
     def __init__(
         self,
@@ -118,6 +90,8 @@ class Session:
             languages=services.engine.languages,
             max_message_bytes=services.max_message_bytes,
             clock=services.clock,
+            session_id=self.id,
+            model=services.engine.name,
         )
         self.metrics = services.metrics.session()
         # One ordered writer: every event leaves through it, in the order made.

@@ -3,7 +3,9 @@
 The native (JSON) encoding of each event must have exactly the fields docs/protocol.md
 documents for that message, in the order the server has always sent them, with times to the
 millisecond and the injected clock's `timestamp`; the whisper.cpp text dialect sends only
-the connection id, final texts and clip transcriptions.
+the connection id, final texts and clip transcriptions. Events only another dialect sends
+(Deepgram's VAD events) are sent by neither, and fields only another dialect uses
+(`speech_final`, `from_finalize`) are not on the native wire.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ WORD = ev.Word(word=" And", start=0.32049, end=0.6, probability=0.87123)
 SEGMENT = ev.ClipSegment(start=0.0, end=8.0649, text="And so", window=0.0)
 STATUS = {"state": "ready", "session_id": SID, "duration": 11.00049, "queued_jobs": 0, "step": 0.5}
 
-# (event, its documented fields in wire order, what the text dialect sends)
-EVENTS: list[tuple[ev.ServerEvent, list[str], str | None]] = [
+# (event, its documented fields in wire order (None: not sent), what the text dialect sends)
+EVENTS: list[tuple[ev.ServerEvent, list[str] | None, str | None]] = [
     (
         ev.Ready(session_id=SID, message="ready", config=SESSION_CONFIG),
         ["type", "state", "session_id", "message", "config"],
@@ -45,7 +47,9 @@ EVENTS: list[tuple[ev.ServerEvent, list[str], str | None]] = [
         f"CONNECTION_ID:{SID}",
     ),
     (
-        ev.Partial(segment_id=0, text="And so my", stable="And so", start=0.32049, end=3.1),
+        ev.Partial(
+            segment_id=0, text="And so my", stable="And so", start=0.32049, end=3.1, words=(WORD,)
+        ),
         ["type", "segment_id", "text", "stable", "start", "end"],
         None,
     ),
@@ -61,6 +65,23 @@ EVENTS: list[tuple[ev.ServerEvent, list[str], str | None]] = [
         ["type", "segment_id", "text", "start", "end", "language", "words"],
         "And so, my fellow Americans,",
     ),
+    (
+        ev.Final(
+            segment_id=1,
+            text="ask not",
+            start=3.5,
+            end=4.0,
+            language="en",
+            words=(),
+            speech_final=True,
+            from_finalize=True,
+        ),
+        ["type", "segment_id", "text", "start", "end", "language", "words"],
+        "ask not",
+    ),
+    (ev.SpeechStarted(start=0.3), None, None),
+    (ev.SpeechEnded(end=4.2, last_word_end=4.0), None, None),
+    (ev.RegionMark(at=4.2, speech_final=False, from_finalize=True), None, None),
     (ev.Flushed(), ["type", "state"], None),
     (ev.Ended(duration=11.00049, segments=3), ["type", "duration", "segments"], None),
     (ev.Configured(config=CONFIG), ["type", "state", "config"], None),
@@ -118,13 +139,18 @@ def test_the_list_holds_every_event_type() -> None:
 
 @pytest.mark.parametrize(("event", "fields", "text"), EVENTS, ids=lambda x: type(x).__name__)
 def test_each_event_in_both_dialects(
-    event: ev.ServerEvent, fields: list[str], text: str | None
+    event: ev.ServerEvent, fields: list[str] | None, text: str | None
 ) -> None:
-    message = json.loads(native.encode(event, lambda: WHEN))
+    frame = native.DIALECT.encode(event, lambda: WHEN)
+    assert whispercpp.encode(event, lambda: WHEN) == text
+    if fields is None:
+        assert frame is None
+        return
+    assert frame is not None
+    message = json.loads(frame)
     assert list(message) == [*fields, "timestamp"]
     assert message["timestamp"] == STAMP
     assert message["type"] == event.TYPE
-    assert whispercpp.encode(event, lambda: WHEN) == text
 
 
 def test_nested_fields_are_documented_and_times_go_to_the_millisecond() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from whisperwire.protocol import native, whispercpp
+from whisperwire.protocol import deepgram, native, whispercpp
 from whisperwire.protocol.dialect import Clock, Dialect, utc_now
 from whisperwire.protocol.errors import (
     BAD_AUDIO_FRAME,
@@ -35,7 +35,9 @@ from whisperwire.protocol.messages import (
     StreamConfig,
 )
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (native.DIALECT, whispercpp.DIALECT)}
+DIALECTS: dict[str, Dialect] = {
+    d.name: d for d in (native.DIALECT, whispercpp.DIALECT, deepgram.DIALECT)
+}
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -55,6 +57,9 @@ class Codec:
     max_message_bytes: int = 64 * 1024 * 1024
     audio_started: bool = False
     clock: Clock = utc_now  # stamps the events this session sends
+    session_id: str = ""  # named by dialects that name it (Deepgram's request_id)
+    model: str = ""
+    listen: deepgram.Listen | None = None  # a Deepgram client's options (format=deepgram)
 
     @property
     def dialect(self) -> Dialect:
@@ -64,6 +69,9 @@ class Codec:
 
     def apply_query(self, params: dict[str, str]) -> None:
         """Apply connection query parameters; raises ProtocolError(INVALID_MESSAGE)."""
+        if params.get("format") == "deepgram":  # its own query parameters, as native ones
+            self.listen = deepgram.parse_query(params)
+            params = self.listen.query()
         known = {k: v for k, v in params.items() if k in StreamConfig.model_fields}
         if known:
             self.config = self._validated(known)
@@ -178,4 +186,7 @@ class Codec:
 
     def encode(self, event: ServerEvent) -> str | None:
         """Server event -> text frame in the session's dialect, or None if it drops it."""
-        return self.dialect.encode(event, self.clock)
+        dialect = self.dialect
+        if dialect.encode_in is not None:
+            return dialect.encode_in(event, self)
+        return dialect.encode(event, self.clock)

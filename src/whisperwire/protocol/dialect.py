@@ -31,3 +31,6 @@ class Dialect:
     encode: Callable[[ServerEvent, Clock], str | None]
     # a client's text frame (within the size limit) -> a message validated by the codec
     read: Callable[[str, Codec], ClientMessage]
+    # for a dialect whose messages name the session (Deepgram's request_id, its options):
+    # event -> text frame with the session's codec at hand; used instead of `encode`
+    encode_in: Callable[[ServerEvent, Codec], str | None] | None = None

@@ -3,8 +3,11 @@
 An event is a frozen dataclass. Its fields, in declaration order, are its fields on the wire,
 after `type` (the class's `TYPE`); a state event's first field is its `state`. A field whose
 value is `UNSET` is left out of the message (it is not `null`: `None` is sent as `null`).
-Fields declared with `seconds()` are sent to the millisecond. Dialects (`native`, `whispercpp`)
-only encode these events; adding a field to an event changes this file alone.
+Fields declared with `seconds()` are sent to the millisecond. Dialects (`native`, `whispercpp`,
+`deepgram`) only encode these events; adding a field to an event changes this file alone.
+What the native wire does not say (Deepgram's `speech_final`, its VAD events) is declared
+with `dialect_only()` (a field the native dialect leaves out) or `NATIVE = False` (an event
+it does not send).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import ConfigDict
 from whisperwire.protocol.messages import StreamConfig
 
 DIGITS = "digits"  # a field's metadata: round to this many decimals on the wire
+HIDDEN = "hidden"  # a field's metadata: the native dialect leaves it out
 
 
 class Unset(enum.Enum):
@@ -35,6 +39,11 @@ def seconds(default: float | Unset | None = None) -> Any:
     if default is None:
         return field(metadata={DIGITS: 3})
     return field(default=default, metadata={DIGITS: 3})
+
+
+def dialect_only(default: Any) -> Any:
+    """A field for dialects other than native (which leaves it out)."""
+    return field(default=default, metadata={HIDDEN: True})
 
 
 def fixed_state(name: str) -> Any:
@@ -55,6 +64,7 @@ class SessionConfig(StreamConfig):
 @dataclass(frozen=True, kw_only=True)
 class Event:
     TYPE: ClassVar[str]
+    NATIVE: ClassVar[bool] = True  # False: the native dialect does not send it
 
 
 # --------------------------------------------------------------------------- streaming
@@ -81,6 +91,7 @@ class Partial(Event):
     stable: str
     start: float = seconds()
     end: float = seconds()
+    words: tuple[Word, ...] = dialect_only(())  # Deepgram's interim words
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +111,39 @@ class Final(Event):
     end: float = seconds()
     language: str | None
     words: tuple[Word, ...]
+    speech_final: bool = dialect_only(False)  # the last final of a region a pause ended
+    from_finalize: bool = dialect_only(False)  # the last final of a region a flush ended
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStarted(Event):
+    """A speech region (the VAD's) is decoded from now on."""
+
+    TYPE = "speech_started"
+    NATIVE = False
+    start: float = seconds()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechEnded(Event):
+    """A speech region's finals are all out (`last_word_end` None: it had no words)."""
+
+    TYPE = "speech_ended"
+    NATIVE = False
+    end: float = seconds()
+    last_word_end: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegionMark(Event):
+    """A pause or a flush that no final marks (the region's words were all final already,
+    or, for a flush, no region was open): this carries `speech_final` or `from_finalize`."""
+
+    TYPE = "region_mark"
+    NATIVE = False
+    at: float = seconds()
+    speech_final: bool
+    from_finalize: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +259,9 @@ ServerEvent = (
     Ready
     | Partial
     | Final
+    | SpeechStarted
+    | SpeechEnded
+    | RegionMark
     | Flushed
     | Ended
     | Configured

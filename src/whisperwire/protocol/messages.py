@@ -24,7 +24,7 @@ class StreamConfig(BaseModel):
     language: str = "en"
     task: Literal["transcribe", "translate"] = "transcribe"
     partials: bool = True
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "text", "deepgram"] = "json"  # deepgram: set by the path
 
     @field_validator("partials", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from whisperwire.protocol import errors as err
 from whisperwire.protocol import messages as msg
 from whisperwire.protocol.dialect import Clock, Dialect
-from whisperwire.protocol.events import DIGITS, UNSET, ServerEvent
+from whisperwire.protocol.events import DIGITS, HIDDEN, UNSET, ServerEvent
 
 if TYPE_CHECKING:
     from whisperwire.protocol.codec import Codec
@@ -36,7 +36,8 @@ def timestamp(moment: datetime) -> str:
 @cache
 def _plan(cls: type) -> tuple[tuple[str, int | None], ...]:
     """A dataclass's wire fields, in order, each with the decimals it is rounded to."""
-    return tuple((f.name, f.metadata.get(DIGITS)) for f in dataclasses.fields(cls))
+    fields = dataclasses.fields(cls)
+    return tuple((f.name, f.metadata.get(DIGITS)) for f in fields if not f.metadata.get(HIDDEN))
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -81,6 +82,11 @@ def encode(event: ServerEvent, clock: Clock) -> str:
     return text
 
 
+def encode_native(event: ServerEvent, clock: Clock) -> str | None:
+    """`encode`, for the events the native dialect sends (not another dialect's alone)."""
+    return encode(event, clock) if event.NATIVE else None
+
+
 # --------------------------------------------------------------------------- frames -> messages
 
 
@@ -121,4 +127,4 @@ def read(text: str, codec: Codec) -> msg.ClientMessage:
     )
 
 
-DIALECT = Dialect("json", encode, read)
+DIALECT = Dialect("json", encode_native, read)

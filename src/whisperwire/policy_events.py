@@ -1,0 +1,68 @@
+"""What the streaming policy says (`Policy.events()`): text, regions, flushes, the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from whisperwire.words import Word
+
+
+@dataclass(frozen=True)
+class Partial:
+    segment_id: int
+    text: str
+    stable: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = ()  # held and tentative, with their times and probabilities
+
+
+@dataclass(frozen=True)
+class Final:
+    segment_id: int
+    text: str
+    start: float
+    end: float
+    language: str | None
+    words: list[Word]
+    speech_final: bool = False  # the last final of a region a pause ended
+    from_finalize: bool = False  # the last final of a region a flush ended
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """A speech region is decoded from now on; `start` is where it starts."""
+
+    start: float
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    """A region's finals are all out; `last_word_end` None: it had no final words."""
+
+    end: float
+    last_word_end: float | None
+
+
+@dataclass(frozen=True)
+class Flushed:
+    pass
+
+
+@dataclass(frozen=True)
+class Ended:
+    duration: float
+    segments: int
+
+
+@dataclass(frozen=True)
+class RegionMark:
+    """A pause or a flush that no final marks: the region's words were all final already,
+    or (a flush) no region was open."""
+
+    at: float
+    speech_final: bool
+    from_finalize: bool
+
+
+Event = Partial | Final | Flushed | Ended | SpeechStarted | SpeechEnded | RegionMark
