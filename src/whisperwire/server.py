@@ -49,6 +49,10 @@ QUIET_YIELD_S = 10.0
 RESUME_PARAMETERS = ("resume", "last_segment")  # query parameters of a reconnecting client
 
 
+def speaks_deepgram(ws: WebSocket) -> bool:
+    return deepgram.speaks_deepgram(ws.url.path, ws.query_params, ws.headers.get("authorization"))
+
+
 class App:
     """Server-wide state: the shared services and the live sessions."""
 
@@ -252,7 +256,7 @@ def create_app(
         path in its dialect), then close."""
         wait = ev.UNSET if retry_after is None else retry_after
         refusal = ev.Error(code=code, message=message, retry_after=wait)
-        dialect = deepgram if ws.url.path == deepgram.PATH else native
+        dialect = deepgram if speaks_deepgram(ws) else native
         await ws.send_text(dialect.encode(refusal, state.services.clock) or "")
         state.metrics.error_sent(code)
         await ws.close(close_code, code.lower())
@@ -328,7 +332,7 @@ def create_app(
                 )
                 await refuse(ws, proto.UNAUTHORIZED, message, 1008)
                 return
-        if ws.url.path == deepgram.PATH:  # a Deepgram client: a value it cannot have closes
+        if speaks_deepgram(ws):  # a Deepgram client: a value it cannot have closes
             try:
                 deepgram.parse_query(ws.query_params)
             except proto.ProtocolError as exc:
@@ -391,7 +395,7 @@ def create_app(
             log.info("session %s resumed from %s", session.id, ws.client)
         else:
             query = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMETERS}
-            if ws.url.path == deepgram.PATH:
+            if speaks_deepgram(ws):
                 query["format"] = "deepgram"
             session = Session(state.services, ws.send_text, close, query, abort)
             state.sessions[session.id] = session

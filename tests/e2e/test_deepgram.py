@@ -223,3 +223,22 @@ def test_the_key_as_bearer_or_token_parameter_too(
     else:
         assert (first["type"], first["variant"]) == ("Error", "UNAUTHORIZED")
         assert ws.close_code == 1008
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?sample_rate=16000&encoding=s16le&partials=false", "?format=json&language=en"]
+)
+def test_a_native_client_at_v1_listen_still_speaks_the_native_protocol(
+    server: Server, query: str
+) -> None:
+    """The contract keeps `/v1/listen` the native endpoint's second path: a client that sends
+    no Deepgram parameter and no `Token` key gets the whisperwire protocol there."""
+    from websockets.sync.client import connect
+
+    url = f"ws://127.0.0.1:{server.port}/v1/listen{query}"
+    with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        ready = json.loads(ws.recv(timeout=30))
+        ws.send(json.dumps({"type": "end"}))
+        end = json.loads(ws.recv(timeout=30))
+    assert (ready["type"], ready["state"]) == ("state", "ready") and ready["session_id"]
+    assert end["type"] == "end" and end["duration"] == 0.0

@@ -280,3 +280,24 @@ def test_every_flush_is_marked_once_even_with_nothing_to_finalise() -> None:
     marks = [e for e in events if isinstance(e, RegionMark)]
     assert [(m.speech_final, m.from_finalize) for m in marks] == [(False, True)] * 2
     assert [type(e).__name__ for e in events] == ["RegionMark", "Flushed"] * 2
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "authorization", "deepgram"),
+    [
+        ("/v1/listen", {}, "Token k", True),  # the SDKs' key
+        ("/v1/listen", {"interim_results": "true"}, None, True),
+        ("/v1/listen", {"encoding": "linear16"}, "Bearer k", True),
+        ("/v1/listen", {"model": "nova-3"}, None, True),
+        ("/v1/listen", {}, None, False),  # the native endpoint's second path
+        ("/v1/listen", {"sample_rate": "8000", "encoding": "s16le"}, "Bearer k", False),
+        ("/v1/listen", {"token": "k", "format": "text"}, None, False),
+        ("/", {"interim_results": "true"}, "Token k", False),  # `/` is always native
+    ],
+)
+def test_a_deepgram_client_is_told_from_a_native_one_at_v1_listen(
+    path: str, query: dict[str, str], authorization: str | None, deepgram: bool
+) -> None:
+    from whisperwire.protocol.deepgram import speaks_deepgram
+
+    assert speaks_deepgram(path, query, authorization) is deepgram

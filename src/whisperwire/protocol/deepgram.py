@@ -1,15 +1,17 @@
 """The Deepgram live dialect (`/v1/listen`): Deepgram's query, messages and events.
 
 A client of Deepgram's live API (its SDKs, with their base URL pointed here) connects to
-`/v1/listen` with Deepgram's query parameters; the server sets `format=deepgram` for that
-path, and `parse_query` turns the parameters into native settings plus the options only this
-dialect uses (`Listen`). Events go out as Deepgram's messages: partials as interim `Results`
-(`is_final` false), finals as final ones (`speech_final` on the last final of a region a
-pause ended, `from_finalize` on the last of a region `Finalize` ended; an empty final
-carries the mark when no words were left to make final), `SpeechStarted`
-(`vad_events=true`), `UtteranceEnd` after a region with words (`utterance_end_ms` given),
-and `Metadata` before the close; errors as `{"type": "Error", "variant", "description"}`.
-Client text frames: `KeepAlive`, `Finalize` (a flush) and `CloseStream` (end of stream).
+`/v1/listen` with Deepgram's query parameters or its `Token` key (`speaks_deepgram`: that
+path is the native protocol's too, for clients that send neither); the server sets
+`format=deepgram` for it, and `parse_query` turns the parameters into native settings plus
+the options only this dialect uses (`Listen`). Events go out as Deepgram's messages:
+partials as interim `Results` (`is_final` false), finals as final ones (`speech_final` on
+the last final of a region a pause ended, `from_finalize` on the last of a region
+`Finalize` ended; an empty final carries the mark when no words were left to make final),
+`SpeechStarted` (`vad_events=true`), `UtteranceEnd` after a region with words
+(`utterance_end_ms` given), and `Metadata` before the close; errors as
+`{"type": "Error", "variant", "description"}`. Client text frames: `KeepAlive`, `Finalize`
+(a flush) and `CloseStream` (end of stream).
 """
 
 from __future__ import annotations
@@ -29,7 +31,19 @@ from whisperwire.protocol.native import timestamp
 if TYPE_CHECKING:
     from whisperwire.protocol.codec import Codec
 
-PATH = "/v1/listen"  # a connection to this path speaks this dialect
+PATH = "/v1/listen"  # Deepgram's path; also the native protocol's second path
+# What only a Deepgram client sends: its query parameters that the native protocol does not
+# have, and its encodings (native ones are s16le and f32le).
+DEEPGRAM_PARAMETERS = frozenset(
+    {
+        "channels", "interim_results", "endpointing", "utterance_end_ms", "vad_events",
+        "model", "punctuate", "smart_format", "diarize", "multichannel", "numerals",
+        "profanity_filter", "redact", "replace", "search", "keywords", "keyterm", "tag",
+        "version", "filler_words", "dictation", "no_delay", "mip_opt_out", "callback",
+        "callback_method", "extra", "detect_language", "alternatives", "tier",
+    }
+)  # fmt: skip
+NATIVE_ENCODINGS = ("s16le", "f32le")
 CHANNEL = [0, 1]  # channel index, of channel count: always mono
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 MESSAGE_TYPES = "KeepAlive, Finalize, CloseStream"
@@ -83,6 +97,23 @@ def _milliseconds(params: Mapping[str, str], name: str, off: bool) -> int | None
             err.INVALID_MESSAGE, f"{name}: expected {what}, not {err.shown(value)}"
         )
     return int(value)
+
+
+def speaks_deepgram(path: str, params: Mapping[str, str], authorization: str | None) -> bool:
+    """Is a connection to `path` a Deepgram client? `/v1/listen` is Deepgram's path and, by
+    the protocol's contract, the native endpoint's second path too. A Deepgram client gives
+    itself away: its SDKs send `Authorization: Token KEY`, and its query has parameters or
+    an encoding the native protocol does not have. A client that sends none of these (no
+    query, or only native parameters, a Bearer key or none) is a native one."""
+    if path != PATH:
+        return False
+    scheme = (authorization or "").split(" ", 1)[0].lower()
+    encoding = params.get("encoding")
+    return (
+        scheme == "token"
+        or any(name in DEEPGRAM_PARAMETERS for name in params)
+        or (encoding is not None and encoding not in NATIVE_ENCODINGS)
+    )
 
 
 def parse_query(params: Mapping[str, str]) -> Listen:
