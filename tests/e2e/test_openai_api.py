@@ -4,6 +4,8 @@ and api_key changed) against a real server on the bundled model, on real speech.
 from __future__ import annotations
 
 import io
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from itertools import pairwise
@@ -19,6 +21,7 @@ from support import (
     Server,
     audio_root,
     librispeech_clips,
+    live_stream,
     load_audio,
     offline_transcripts,
     start_server,
@@ -199,6 +202,36 @@ def test_an_upload_is_decoded_through_the_scheduler(
     with clips[0][0].open("rb") as f:
         client.audio.transcriptions.create(model="whisper-1", file=f)
     assert clip_jobs() > before
+
+
+def test_a_long_upload_does_not_stall_a_live_streams_partials(
+    server: Server, client: openai.OpenAI
+) -> None:
+    """A 231 s upload streamed back while a live stream runs: the live stream's partials keep
+    arriving between the upload's first delta and its end (the fair scheduler's turns)."""
+    long = audio_root() / "longform" / "ljspeech_LJ001-0001_to_0032.flac"
+    live = load_audio(audio_root() / "longform" / "ls_test_other_1688-142285_0000-0009.flac")
+    arrivals: list[tuple[float, dict[str, Any]]] = []
+    url = f"{server.url}?token={KEY}"
+    streamer = threading.Thread(target=live_stream, args=(url, live[: 16000 * 40], arrivals))
+    streamer.start()
+    try:
+        while not any(m["type"] == "partial" for _, m in arrivals) and streamer.is_alive():
+            time.sleep(0.1)
+        deltas: list[float] = []
+        with long.open("rb") as f:
+            for e in client.audio.transcriptions.create(model="whisper-1", file=f, stream=True):
+                if e.type == "transcript.text.delta":
+                    deltas.append(time.monotonic())
+                else:
+                    done, text = time.monotonic(), e.text
+    finally:
+        streamer.join()
+    assert len(deltas) >= 8 and len(text.split()) > 300  # 231 s of speech, many segments
+    during = [t for t, m in arrivals if m["type"] == "partial" and deltas[0] < t < done]
+    print(f"{len(during)} live partials during the upload's {len(deltas)} deltas")
+    assert len(during) >= 3, (len(during), len(deltas))
+    assert arrivals[-1][1]["type"] == "end"
 
 
 # --------------------------------------------------------------------------- errors
