@@ -102,7 +102,11 @@ def decode_base64(text: str) -> bytes:
 
 def load_clip(audio_data: str, max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
     """base64 text of an audio file -> 16 kHz mono float32. Blocking: run it in a thread."""
-    data = decode_base64(audio_data)
+    return decode_clip(decode_base64(audio_data), max_seconds)
+
+
+def decode_clip(data: bytes, max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
+    """An audio file's bytes -> 16 kHz mono float32, or a ClipError. Blocking."""
     try:
         return decode_file(data, max_seconds=max_seconds)
     except AudioTooLong as exc:

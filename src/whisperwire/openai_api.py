@@ -26,8 +26,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from whisperwire import protocol as proto
-from whisperwire.audio import SAMPLE_RATE, AudioDecodeError, AudioTooLong, decode_file
-from whisperwire.clips import ClipDecode, ClipError, load_within
+from whisperwire.audio import SAMPLE_RATE
+from whisperwire.clips import ClipDecode, ClipError, decode_clip, load_within
 from whisperwire.limits import AuthThrottle
 from whisperwire.openai_formats import (
     MEDIA_TYPES,
@@ -55,12 +55,7 @@ def decode_upload(data: bytes, max_seconds: float) -> np.ndarray:
     """An uploaded file -> 16 kHz mono float32, or a ClipError. Blocking: run it in a thread."""
     if not data:
         raise ClipError(proto.AUDIO_DECODE_ERROR, "the file is empty")
-    try:
-        return decode_file(data, max_seconds=max_seconds)
-    except AudioTooLong as exc:
-        raise ClipError(proto.MESSAGE_TOO_BIG, str(exc)) from None
-    except AudioDecodeError as exc:
-        raise ClipError(proto.AUDIO_DECODE_ERROR, str(exc)) from None
+    return decode_clip(data, max_seconds)
 
 
 CLIP_ERRORS = {  # a ClipError's code -> the HTTP status answered
@@ -174,7 +169,9 @@ class OpenAIRoutes:
                 engine = self.state.engine
                 query = parse_request(task, fields, engine.languages)
                 if upload is None:
-                    raise bad("file", "missing: send the audio file as the form's 'file' part")
+                    raise bad(
+                        "file", "missing; send the audio file as the form's 'file' part", "missing"
+                    )
                 data = await upload.read()
             finally:
                 if upload is not None:
