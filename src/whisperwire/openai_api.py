@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from whisperwire import protocol as proto
@@ -339,6 +341,16 @@ def install(app: FastAPI, state: App, throttle: AuthThrottle) -> None:
     app.add_api_route("/v1/audio/translations", translations, methods=["POST"])
     app.add_api_route("/v1/models", routes.models, methods=["GET"])
     app.add_api_route("/v1/models/{model:path}", routes.model_info, methods=["GET"])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """FastAPI's own errors (404, 405) under /v1/ in OpenAI's body; elsewhere as they were."""
+        if not isinstance(exc, HTTPException) or not request.url.path.startswith("/v1/"):
+            return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+        where = f"{request.method} {request.url.path}"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return routes.error(OpenAIError(exc.status_code, f"{where}: {exc.detail}", code=code))
+
+    app.add_exception_handler(HTTPException, http_error)
 
     async def _guarded(work: Any) -> Response:
         try:

@@ -295,3 +295,14 @@ def test_an_upload_over_max_message_mb_is_413(
             assert client.audio.transcriptions.create(model="whisper-1", file=f).text
     finally:
         small.stop()
+
+
+def test_a_wrong_method_or_path_under_v1_has_openais_error_body(server: Server) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    wrong_method = httpx.get(f"{base}/v1/audio/transcriptions", headers=headers, timeout=30)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    missing = httpx.post(f"{base}/v1/audio/speech", headers=headers, timeout=30)
+    assert missing.status_code == 404 and missing.json()["error"]["message"]
+    assert httpx.get(f"{base}/nowhere", timeout=30).json() == {"detail": "Not Found"}
