@@ -306,3 +306,22 @@ def test_a_wrong_method_or_path_under_v1_has_openais_error_body(server: Server) 
     missing = httpx.post(f"{base}/v1/audio/speech", headers=headers, timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["message"]
     assert httpx.get(f"{base}/nowhere", timeout=30).json() == {"detail": "Not Found"}
+
+
+def test_at_the_memory_budget_an_upload_is_503_with_retry_after(
+    tmp_path_factory: pytest.TempPathFactory, clips: list[tuple[Path, str]]
+) -> None:
+    """A budget of 50 MB is below what the loaded model alone takes: always over it."""
+    tight = start_server(tmp_path_factory.mktemp("tight"), "--max-memory-mb", "50")
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{tight.port}/v1", api_key="anything", max_retries=0
+        )
+        with pytest.raises(openai.InternalServerError) as caught, clips[1][0].open("rb") as f:
+            client.audio.transcriptions.create(model="whisper-1", file=f)
+        assert caught.value.status_code == 503
+        assert int(caught.value.response.headers["retry-after"]) > 0
+        assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "overloaded"
+        assert "--max-memory-mb" in caught.value.body["message"]
+    finally:
+        tight.stop()
