@@ -207,3 +207,17 @@ def test_the_error_body_is_openais() -> None:
         }
     }
     assert OpenAIError(503, "busy").body()["error"]["type"] == "server_error"
+
+
+def test_a_clip_error_gets_its_status() -> None:
+    from whisperwire import protocol as proto
+    from whisperwire.clips import ClipError
+    from whisperwire.openai_api import clip_error
+
+    not_audio = clip_error(ClipError(proto.AUDIO_DECODE_ERROR, "not audio"))
+    assert (not_audio.status, not_audio.param) == (400, "file")
+    too_long = clip_error(ClipError(proto.MESSAGE_TOO_BIG, "longer than 7200 s"))
+    assert (too_long.status, too_long.param) == (413, "file")
+    busy = clip_error(ClipError(proto.OVERLOADED, "memory"))
+    assert busy.status == 503 and busy.retry_after
+    assert clip_error(ClipError(proto.INTERNAL_ERROR, "incident 1")).status == 500
