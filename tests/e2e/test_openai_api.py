@@ -3,6 +3,7 @@ and api_key changed) against a real server on the bundled model, on real speech.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -276,25 +277,37 @@ def test_a_wrong_key_is_refused(server: Server, clips: list[tuple[Path, str]]) -
         stranger.models.list()
 
 
+@contextlib.contextmanager
+def own_server(tmp: Path, *args: str) -> Iterator[openai.OpenAI]:
+    """A client (no retries) of a server of its own, started with `args` and no key."""
+    srv = start_server(tmp, *args)
+    try:
+        yield openai.OpenAI(
+            base_url=f"http://127.0.0.1:{srv.port}/v1", api_key="anything", max_retries=0
+        )
+    finally:
+        srv.stop()
+
+
+def refused(client: openai.OpenAI, path: Path, kind: type[Exception]) -> Any:
+    """The SDK's exception (of `kind`) for an upload of `path`."""
+    with pytest.raises(kind) as caught, path.open("rb") as f:
+        client.audio.transcriptions.create(model="whisper-1", file=f)
+    error = caught.value
+    assert isinstance(error, openai.APIStatusError) and isinstance(error.body, dict)
+    return error
+
+
 def test_an_upload_over_max_message_mb_is_413(
     tmp_path_factory: pytest.TempPathFactory, clips: list[tuple[Path, str]]
 ) -> None:
-    """jfk.flac is 1.1 MiB; without --api-key any key will do."""
-    small = start_server(tmp_path_factory.mktemp("small"), "--max-message-mb", "1")
-    try:
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{small.port}/v1", api_key="anything", max_retries=0
-        )
-        with pytest.raises(openai.APIStatusError) as caught, clips[0][0].open("rb") as f:
-            client.audio.transcriptions.create(model="whisper-1", file=f)
-        assert caught.value.status_code == 413
-        assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "file"
-        assert "--max-message-mb" in caught.value.body["message"]
-        small_clip = clips[1][0]
-        with small_clip.open("rb") as f:
+    """jfk.flac is 1.1 MiB; a test-other clip is well under 1."""
+    with own_server(tmp_path_factory.mktemp("small"), "--max-message-mb", "1") as client:
+        error = refused(client, clips[0][0], openai.APIStatusError)
+        with clips[1][0].open("rb") as f:
             assert client.audio.transcriptions.create(model="whisper-1", file=f).text
-    finally:
-        small.stop()
+    assert error.status_code == 413 and error.body["param"] == "file"
+    assert "--max-message-mb" in error.body["message"]
 
 
 def test_a_wrong_method_or_path_under_v1_has_openais_error_body(server: Server) -> None:
@@ -312,16 +325,7 @@ def test_at_the_memory_budget_an_upload_is_503_with_retry_after(
     tmp_path_factory: pytest.TempPathFactory, clips: list[tuple[Path, str]]
 ) -> None:
     """A budget of 50 MB is below what the loaded model alone takes: always over it."""
-    tight = start_server(tmp_path_factory.mktemp("tight"), "--max-memory-mb", "50")
-    try:
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{tight.port}/v1", api_key="anything", max_retries=0
-        )
-        with pytest.raises(openai.InternalServerError) as caught, clips[1][0].open("rb") as f:
-            client.audio.transcriptions.create(model="whisper-1", file=f)
-        assert caught.value.status_code == 503
-        assert int(caught.value.response.headers["retry-after"]) > 0
-        assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "overloaded"
-        assert "--max-memory-mb" in caught.value.body["message"]
-    finally:
-        tight.stop()
+    with own_server(tmp_path_factory.mktemp("tight"), "--max-memory-mb", "50") as client:
+        error = refused(client, clips[1][0], openai.InternalServerError)
+    assert error.status_code == 503 and int(error.response.headers["retry-after"]) > 0
+    assert error.body["code"] == "overloaded" and "--max-memory-mb" in error.body["message"]
