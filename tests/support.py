@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -200,6 +201,34 @@ def stream(
                 else:
                     result.text_frames.append(str(raw))
     return result
+
+
+def live_stream(
+    url: str, samples: np.ndarray, arrivals: list[tuple[float, dict[str, Any]]]
+) -> None:
+    """Real-time PCM with a concurrent reader: every message with its arrival time."""
+    from websockets.sync.client import connect
+
+    with connect(
+        url + ("&" if "?" in url else "?") + "encoding=f32le", max_size=None, open_timeout=30
+    ) as ws:
+        recv_json(ws)
+
+        def send() -> None:
+            started = time.monotonic()
+            for i, start in enumerate(range(0, len(samples), 1600)):
+                time.sleep(max(0.0, started + i * 0.1 - time.monotonic()))
+                ws.send(samples[start : start + 1600].astype("<f4").tobytes())
+            ws.send(json.dumps({"type": "end"}))
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        for raw in ws:
+            message = json.loads(raw)
+            arrivals.append((time.monotonic(), message))
+            if message["type"] == "end":
+                break
+        sender.join()
 
 
 @contextlib.contextmanager

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,11 @@ def decode_base64(text: str) -> bytes:
 
 def load_clip(audio_data: str, max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
     """base64 text of an audio file -> 16 kHz mono float32. Blocking: run it in a thread."""
-    data = decode_base64(audio_data)
+    return decode_clip(decode_base64(audio_data), max_seconds)
+
+
+def decode_clip(data: bytes, max_seconds: float = MAX_CLIP_SECONDS) -> np.ndarray:
+    """An audio file's bytes -> 16 kHz mono float32, or a ClipError. Blocking."""
     try:
         return decode_file(data, max_seconds=max_seconds)
     except AudioTooLong as exc:
@@ -153,6 +158,71 @@ def _segment(segment: Any, offset: float) -> ev.ClipSegment:
         text=segment.text.strip(),
         window=segment.seek / FRAMES_PER_SECOND + offset,
     )
+
+
+async def load_within(
+    load: Callable[[float], np.ndarray], max_s: float, memory: MemoryBudget | None, what: str
+) -> np.ndarray:
+    """Decode a clip in a thread with `load(max_seconds)`, within `max_s` and the memory the
+    budget has room for now: beyond the room (but not the limit) it is OVERLOADED, retry
+    later; a failure that is not the clip's (MemoryError...) is INTERNAL_ERROR, logged as
+    `what` ("session S: clip C")."""
+    room = memory.clip_seconds() if memory is not None else max_s
+    try:
+        return await asyncio.to_thread(load, min(max_s, room))
+    except ClipError as exc:
+        if exc.code == proto.MESSAGE_TOO_BIG and room < max_s:
+            raise ClipError(
+                proto.OVERLOADED,
+                f"the server has memory for {room / 60:.0f} min of decoded audio now (its "
+                "--max-memory-mb); retry later, or send the audio in shorter clips",
+            ) from None
+        raise
+    except Exception as exc:  # e.g. MemoryError: the server's fault, not the clip's
+        ref = proto.incident()
+        log.exception("%s could not be decoded [incident %s]", what, ref)
+        raise ClipError(
+            proto.INTERNAL_ERROR,
+            f"the server could not decode the clip (incident {ref} in its log)",
+        ) from exc
+
+
+class ClipDecode:
+    """One clip's decode through the scheduler under fairness key `key`: Whisper's seek
+    stepped one scheduler job at a time, piece by piece. `language` is the one found in the
+    first piece (it holds for the rest) once `segments` has run; "auto" if nothing was heard."""
+
+    def __init__(self, engine: Engine, scheduler: Scheduler, key: str) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.key = key
+        self.language: str | None = None
+
+    async def segments(
+        self, samples: np.ndarray, language: str | None, task: str, **options: Any
+    ) -> AsyncIterator[tuple[float, Any]]:
+        """(offset of its piece in seconds, faster-whisper segment), in order; `options` go
+        to `Engine.transcribe_file`. Stop iterating to stop the decode."""
+        engine, run = self.engine, self.scheduler.run
+        self.language = language
+        for start, end in pieces(samples):
+            piece, offset = samples[start:end], start / SAMPLE_RATE
+            # Whisper invents words on silence and noise ("You You You..."): a piece in
+            # which Silero hears no speech is not decoded.
+            if not await run(self.key, functools.partial(engine.has_speech, piece), kind="clip"):
+                continue
+            segments_it, info = await run(
+                self.key,
+                functools.partial(engine.transcribe_file, piece, self.language, task, **options),
+                kind="clip",
+            )
+            self.language = info.language
+            it: Iterator[Any] = iter(segments_it)
+            while True:
+                segment = await run(self.key, lambda it=it: next(it, None), kind="clip")
+                if segment is None:
+                    break
+                yield offset, segment
 
 
 class ClipQueue:
@@ -274,71 +344,34 @@ class ClipQueue:
         await self._ready(job.audio_id)
 
     async def _load(self, job: ClipJob) -> np.ndarray:
-        limit = self._max_clip_s
-        room = self._memory.clip_seconds() if self._memory is not None else limit
-        try:
-            return await asyncio.to_thread(load_clip, job.audio_data, min(limit, room))
-        except ClipError as exc:
-            if exc.code == proto.MESSAGE_TOO_BIG and room < limit:
-                raise ClipError(
-                    proto.OVERLOADED,
-                    f"the server has memory for {room / 60:.0f} min of decoded audio now (its "
-                    "--max-memory-mb); retry later, or send the audio in shorter clips",
-                ) from None
-            raise
-        except Exception as exc:  # e.g. MemoryError: the server's fault, not the clip's
-            ref = proto.incident()
-            log.exception(
-                "session %s: clip %s could not be decoded [incident %s]",
-                self.key, proto.shown(job.audio_id), ref,
-            )  # fmt: skip
-            raise ClipError(
-                proto.INTERNAL_ERROR,
-                f"the server could not decode the clip (incident {ref} in its log)",
-            ) from exc
+        load = functools.partial(load_clip, job.audio_data)
+        what = f"session {self.key}: clip {proto.shown(job.audio_id)}"
+        return await load_within(load, self._max_clip_s, self._memory, what)
 
     async def _segments(self, job: ClipJob, samples: np.ndarray) -> ev.Transcription | None:
         """Step Whisper's seek one scheduler job at a time, piece by piece; None if the
         session closed. The language found in the first piece holds for the rest."""
         duration = len(samples) / SAMPLE_RATE
-        engine = self.engine
-        language: str | None = job.language
+        decoded = ClipDecode(self.engine, self.scheduler, self.key)
         segments: list[ev.ClipSegment] = []
         text = ""  # Whisper's segment texts carry their own leading spaces (or none: CJK)
-        for start, end in pieces(samples):
-            piece, offset = samples[start:end], start / SAMPLE_RATE
-            # Whisper invents words on silence and noise ("You You You..."): a piece in
-            # which Silero hears no speech is not decoded.
-            has_speech = functools.partial(engine.has_speech, piece)
-            if not await self.scheduler.run(self.key, has_speech, kind="clip"):
-                continue
-            segments_it, info = await self.scheduler.run(
-                self.key,
-                lambda piece=piece, language=language: engine.transcribe_file(
-                    piece, language, job.task
-                ),
-                kind="clip",
-            )
-            language = info.language
-            it: Iterator[Any] = iter(segments_it)
-            window = None
-            while True:
-                if self._closed():
-                    return None
-                self._check_stopped()
-                segment = await self.scheduler.run(
-                    self.key, lambda it=it: next(it, None), kind="clip"
-                )
-                if segment is None:
-                    break
+        window = None  # (piece, seek) of the last segment
+        self._check_stopped()
+        steps = decoded.segments(samples, job.language, job.task)
+        async with contextlib.aclosing(steps):  # a return below ends the decode at once
+            async for offset, segment in steps:
                 segments.append(_segment(segment, offset))
                 text += segment.text
-                if segment.seek != window:  # the first segment of a new 30 s window
-                    window = segment.seek
+                if (offset, segment.seek) != window:  # the first segment of a new 30 s window
+                    window = (offset, segment.seek)
                     self._progress = min(1.0, (segment.end + offset) / duration)
                     await self._send(
                         ev.ClipProcessing(audio_id=job.audio_id, progress=self._progress)
                     )
+                if self._closed():
+                    return None
+                self._check_stopped()
+        language = decoded.language
         return ev.Transcription(
             transcription=text.strip(),
             audio_id=job.audio_id,

@@ -293,15 +293,31 @@ class Engine:
         return vad.has_speech(audio)
 
     def transcribe_file(
-        self, audio: np.ndarray, language: str | None, task: str
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        task: str,
+        prompt: str = "",
+        temperature: float | None = None,
+        word_timestamps: bool = False,
     ) -> tuple[Iterator[Any], Any]:
         """A whole clip with Whisper's own timestamp-driven seek over 30 s windows, exactly as
-        offline faster-whisper runs it. Without word timestamps: with them, each window would
-        start at the previous one's last word end by cross-attention alignment, which can cut
-        into the next word (measured on longform/ls_test_other_all100: "mother" heard as
-        "brother" at a seam), and the text would no longer be the offline one.
+        offline faster-whisper runs it. Without word timestamps unless asked (the OpenAI API's
+        `timestamp_granularities[]=word`): with them, each window starts at the previous one's
+        last word end by cross-attention alignment, which can cut into the next word
+        (measured on longform/ls_test_other_all100: "mother" heard as "brother" at a seam),
+        and the text is no longer the offline one. `temperature` None: faster-whisper's
+        fallback ladder from 0; a number: that one temperature.
 
         The segments are produced lazily, one window's decode at a time: advance the iterator
         from the scheduler's workers only, one step at a time.
         """
-        return self.model.transcribe(audio, word_timestamps=False, **self._common(language, task))
+        options = self._common(language, task)
+        if temperature is not None:
+            options["temperature"] = temperature
+        return self.model.transcribe(
+            audio,
+            initial_prompt=prompt or None,
+            word_timestamps=word_timestamps,
+            **options,
+        )

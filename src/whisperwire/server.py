@@ -17,8 +17,8 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
+from whisperwire import openai_api, vad
 from whisperwire import protocol as proto
-from whisperwire import vad
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
 from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
@@ -282,6 +282,7 @@ def create_app(
                 return await asyncio.wait_for(ws.receive(), min(waits) if waits else None)
 
     throttle = AuthThrottle()
+    openai_api.install(app, state, throttle)  # the OpenAI audio API, behind the same keys
     per_address = PerAddress(settings.max_sessions_per_address)
 
     @app.get("/metrics", include_in_schema=False)

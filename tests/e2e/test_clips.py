@@ -21,6 +21,7 @@ from support import (
     encode_audio,
     flac_silence,
     librispeech_clips,
+    live_stream,
     load_audio,
     normalizer,
     offline_transcripts,
@@ -33,7 +34,6 @@ from support import (
     wer,
 )
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from whisperwire.audio import decode_file
 
@@ -128,30 +128,6 @@ def seam_doubles(segments: list[dict[str, Any]], reference: str) -> list[tuple[s
         grams = Counter(zip(*(words[i:] for i in range(4)), strict=False))
         found += [g for g, n in grams.items() if n >= 2 and in_ref[g] <= 1]
     return found
-
-
-def live_stream(
-    url: str, samples: np.ndarray, arrivals: list[tuple[float, dict[str, Any]]]
-) -> None:
-    """Real-time PCM with a concurrent reader: every message with its arrival time."""
-    with connect(url + "?encoding=f32le", max_size=None, open_timeout=30) as ws:
-        recv_json(ws)
-
-        def send() -> None:
-            started = time.monotonic()
-            for i, start in enumerate(range(0, len(samples), 1600)):
-                time.sleep(max(0.0, started + i * 0.1 - time.monotonic()))
-                ws.send(samples[start : start + 1600].astype("<f4").tobytes())
-            ws.send(json.dumps({"type": "end"}))
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        for raw in ws:
-            message = json.loads(raw)
-            arrivals.append((time.monotonic(), message))
-            if message["type"] == "end":
-                break
-        sender.join()
 
 
 @pytest.mark.slow
