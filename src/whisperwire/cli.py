@@ -214,6 +214,7 @@ def run_serve(settings: Settings) -> int:
         batch=settings.batch,
         beam_size=settings.beam_size,
         partial_beam_size=settings.partial_beam_size,
+        no_fallback=settings.no_fallback,
         cache_dir=settings.checkpoint_cache_dir,
         base_model=settings.base_model,
     )

@@ -95,6 +95,7 @@ class EngineOptions:
     workers: int = 0  # model replicas on one set of weights, decoding at once; 0: auto
     beam_size: int = 5  # the decodes whose words become final
     partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
+    no_fallback: bool = False  # temperature 0 only, for every decode (whisper.cpp's -nf)
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
@@ -176,6 +177,11 @@ class Engine:
                     log.info(
                         "admitting language codes known to the checkpoint: %s", ", ".join(admitted)
                     )
+
+    @property
+    def _temperatures(self) -> tuple[float, ...]:
+        """The fallback ladder of a thorough decode (temperature 0 only with --no-fallback)."""
+        return (0.0,) if self.options.no_fallback else FALLBACK_TEMPERATURES
 
     def warm_up(self) -> float:
         """One decode of silence, so the first user request does not pay for lazy set-up;
@@ -278,7 +284,7 @@ class Engine:
             initial_prompt=prompt or None,
             word_timestamps=True,
             condition_on_previous_text=False,
-            temperature=FALLBACK_TEMPERATURES if thorough else 0.0,
+            temperature=self._temperatures if thorough else 0.0,
             **options,
         )
         words = [
@@ -315,6 +321,8 @@ class Engine:
         options = self._common(language, task)
         if temperature is not None:
             options["temperature"] = temperature
+        elif self.options.no_fallback:
+            options["temperature"] = 0.0
         return self.model.transcribe(
             audio,
             initial_prompt=prompt or None,

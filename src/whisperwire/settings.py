@@ -132,6 +132,9 @@ class ModelOptions(Group):
     """beam size of the decodes whose words become final"""
     partial_beam_size: int = option(1, "--partial-beam-size", between=(1, 16))
     """beam size of partial updates (1: greedy); they have no temperature fallback"""
+    no_fallback: bool = option(False, "-nf", "--no-fallback")
+    """decode at temperature 0 only, never again at higher temperatures when Whisper's checks
+    fail (as whisper.cpp's -nf): quicker and reproducible, a little less robust"""
     compute_type: ComputeType | None = option(None, "--compute-type")
     """CTranslate2 compute type (default: int8 on CPU, float16 on GPU)"""
     checkpoint_cache_dir: str | None = option(None, "--cache-dir")
