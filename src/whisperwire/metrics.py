@@ -100,6 +100,13 @@ class Metrics:
             "Whole-clip (`audio`) messages received, refused ones included",
             registry=reg,
         )
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests",
+            "Requests to the OpenAI-compatible REST API, by route (transcriptions, "
+            "translations, models) and HTTP status",
+            ["route", "status"],
+            registry=reg,
+        )
         for protocol in DIALECTS:  # every series exists from the start, at 0
             self.sessions_open.labels(protocol=protocol)
             self.sessions.labels(protocol=protocol)
@@ -148,6 +155,10 @@ class Metrics:
 
     def clip_requested(self) -> None:
         self.clips.inc()
+
+    def api_request(self, route: str, status: int) -> None:
+        """A REST request to `route` was answered with `status`."""
+        self.api_requests.labels(route=route, status=str(status)).inc()
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

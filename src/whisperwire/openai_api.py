@@ -332,15 +332,21 @@ def install(app: FastAPI, state: App, throttle: AuthThrottle) -> None:
     routes = OpenAIRoutes(state, throttle)
 
     async def transcriptions(request: Request) -> Response:
-        return await _guarded(routes.audio(request, "transcribe"))
+        return await _guarded("transcriptions", routes.audio(request, "transcribe"))
 
     async def translations(request: Request) -> Response:
-        return await _guarded(routes.audio(request, "translate"))
+        return await _guarded("translations", routes.audio(request, "translate"))
+
+    async def models(request: Request) -> Response:
+        return await _guarded("models", routes.models(request))
+
+    async def model_info(request: Request) -> Response:
+        return await _guarded("models", routes.model_info(request))
 
     app.add_api_route("/v1/audio/transcriptions", transcriptions, methods=["POST"])
     app.add_api_route("/v1/audio/translations", translations, methods=["POST"])
-    app.add_api_route("/v1/models", routes.models, methods=["GET"])
-    app.add_api_route("/v1/models/{model:path}", routes.model_info, methods=["GET"])
+    app.add_api_route("/v1/models", models, methods=["GET"])
+    app.add_api_route("/v1/models/{model:path}", model_info, methods=["GET"])
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """FastAPI's own errors (404, 405) under /v1/ in OpenAI's body; elsewhere as they were."""
@@ -352,8 +358,10 @@ def install(app: FastAPI, state: App, throttle: AuthThrottle) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
 
-    async def _guarded(work: Any) -> Response:
+    async def _guarded(route: str, work: Any) -> Response:
         try:
-            return await work
+            response = await work
         except Exception as exc:  # noqa: BLE001 - a bug of ours: OpenAI's body, not a traceback
-            return routes.error(internal(exc))
+            response = routes.error(internal(exc))
+        state.metrics.api_request(route, response.status_code)
+        return response

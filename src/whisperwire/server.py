@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
@@ -235,9 +235,10 @@ def create_app(
     app.state.whisperwire = state
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
+    async def health() -> JSONResponse:
+        """Liveness and readiness: 503 while draining (the model loads before the port opens)."""
+        body = {
+            "status": "draining" if state.stopping else "ok",
             "model": engine.name,
             "sessions": len(state.sessions),
             "queued_jobs": state.scheduler.pending,
@@ -248,6 +249,7 @@ def create_app(
             "load": state.load.status(),
             "memory": state.memory.status(),
         }
+        return JSONResponse(body, 503 if state.stopping else 200)
 
     async def refuse(
         ws: WebSocket, code: str, message: str, close_code: int, retry_after: float | None = None

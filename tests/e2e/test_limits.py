@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from support import (
     Server,
@@ -222,6 +223,9 @@ def test_sigterm_refuses_new_sessions_answers_everyone_and_exits(tmp_path: Path)
             with contextlib.suppress(OSError), session(srv.url) as late:  # or the port is shut
                 refused = recv_json(late)
                 assert refused["code"] == "OVERLOADED" and "shutting down" in refused["message"]
+            with contextlib.suppress(OSError):  # readiness: a balancer sends no more clients
+                health = httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10)
+                assert (health.status_code, health.json()["status"]) == (503, "draining")
             streamed, code = until_closed(live)
             clip_answers, _ = until_closed(clips)
             talker.join()

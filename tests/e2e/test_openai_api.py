@@ -329,3 +329,35 @@ def test_at_the_memory_budget_an_upload_is_503_with_retry_after(
         error = refused(client, clips[1][0], openai.InternalServerError)
     assert error.status_code == 503 and int(error.response.headers["retry-after"]) > 0
     assert error.body["code"] == "overloaded" and "--max-memory-mb" in error.body["message"]
+
+
+def test_metrics_count_the_api_requests_by_route_and_status(
+    server: Server, client: openai.OpenAI, clips: list[tuple[Path, str]]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counts() -> dict[tuple[str, str], float]:
+        reply = httpx.get(
+            f"http://127.0.0.1:{server.port}/metrics",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        return {
+            (sample.labels["route"], sample.labels["status"]): sample.value
+            for family in text_string_to_metric_families(reply.text)
+            for sample in family.samples
+            if sample.name == "whisperwire_api_requests_total"
+        }
+
+    before = counts()
+    path, _ = clips[0]
+    with path.open("rb") as audio:
+        client.audio.transcriptions.create(model="whisper-1", file=audio)
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=("notes.txt", b"not audio"))
+    client.models.list()
+    after = counts()
+    for key, moved in [(("transcriptions", "200"), 1), (("transcriptions", "400"), 1),
+                       (("models", "200"), 1)]:  # fmt: skip
+        assert after.get(key, 0) - before.get(key, 0) == moved, (key, before, after)

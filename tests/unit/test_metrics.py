@@ -150,3 +150,16 @@ def test_final_lag_forgets_audio_no_final_can_end_in() -> None:
     assert len(lag._frames) <= 51  # the last second's frames
     lag.final_made(0, 3599.99, needed_from_s=3599.0)
     assert lag.final_sent(0, at=3601.0) == pytest.approx(1.0)
+
+
+def test_api_requests_are_counted_by_route_and_status() -> None:
+    metrics = Metrics()
+    metrics.api_request("transcriptions", 200)
+    metrics.api_request("transcriptions", 200)
+    metrics.api_request("transcriptions", 400)
+    metrics.api_request("models", 200)
+    samples = scrape(metrics)
+    total = "whisperwire_api_requests_total"
+    assert value(samples, total, route="transcriptions", status="200") == 2
+    assert value(samples, total, route="transcriptions", status="400") == 1
+    assert value(samples, total, route="models", status="200") == 1
