@@ -49,6 +49,16 @@ def test_every_file_is_served_with_its_type_and_policy() -> None:
         assert client.get(other).status_code == 404, other
 
 
+def test_the_policy_names_the_pages_own_websocket_only() -> None:
+    assert "connect-src 'self' ws://127.0.0.1:9002 wss://127.0.0.1:9002;" in web.policy(
+        "127.0.0.1:9002"
+    )
+    assert "ws://[::1]:9002 wss://[::1]:9002;" in web.policy("[::1]:9002")
+    assert "connect-src 'self' ws://example.com wss://example.com;" in web.policy("example.com")
+    for odd in (None, "", "a b", "x;script-src *", "host:9002/path", "évil.example"):
+        assert "connect-src 'self';" in web.policy(odd), odd
+
+
 def test_the_page_fetches_nothing_from_elsewhere() -> None:
     html = web.read("index.html").decode()
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html)

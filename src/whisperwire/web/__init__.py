@@ -13,13 +13,14 @@ wall behind the page's rule of putting transcript text into the DOM as text, nev
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-__all__ = ["ASSETS", "install", "read"]
+__all__ = ["ASSETS", "install", "policy", "read"]
 
 # name -> media type: the files the page is made of, the only ones served
 ASSETS = {
@@ -29,17 +30,22 @@ ASSETS = {
     "style.css": "text/css; charset=utf-8",
 }
 
-# 'self' for connect-src covers ws:// and wss:// to the page's own host (CSP level 3).
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-HEADERS = {
-    "Content-Security-Policy": POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+# A Host header fit to be named in the policy: a name or an address, and a port.
+HOST = re.compile(r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def policy(host: str | None) -> str:
+    """The page's Content-Security-Policy. 'self' in connect-src covers ws:// and wss:// to
+    the page's own host in browsers of CSP level 3; older ones (some Safari releases) need the
+    WebSocket URLs spelt out, from the request's Host."""
+    connect = "'self'"
+    if host and HOST.fullmatch(host):
+        connect += f" ws://{host} wss://{host}"
+    return POLICY.format(connect=connect)
 
 
 @cache
@@ -48,24 +54,30 @@ def read(name: str) -> bytes:
     return resources.files(__name__).joinpath(name).read_bytes()
 
 
-def _asset(name: str) -> Response:
-    return Response(read(name), media_type=ASSETS[name], headers=HEADERS)
+def _asset(name: str, request: Request) -> Response:
+    headers = {
+        "Content-Security-Policy": policy(request.headers.get("host")),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+    return Response(read(name), media_type=ASSETS[name], headers=headers)
 
 
 def install(app: FastAPI) -> None:
     """Add `GET /` (the page) and `GET /web/<file>` (its script, worklet and style)."""
 
-    async def page() -> Response:
-        return _asset("index.html")
+    async def page(request: Request) -> Response:
+        return _asset("index.html", request)
 
-    async def app_js() -> Response:
-        return _asset("app.js")
+    async def app_js(request: Request) -> Response:
+        return _asset("app.js", request)
 
-    async def worklet_js() -> Response:
-        return _asset("worklet.js")
+    async def worklet_js(request: Request) -> Response:
+        return _asset("worklet.js", request)
 
-    async def style_css() -> Response:
-        return _asset("style.css")
+    async def style_css(request: Request) -> Response:
+        return _asset("style.css", request)
 
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/web/app.js", app_js, methods=["GET"], include_in_schema=False)

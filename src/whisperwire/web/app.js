@@ -145,7 +145,7 @@ function fillLanguages(cfg) {
   }
   ui.language.value = codes.includes(chosen.language) ? chosen.language : cfg.language;
   ui.language.disabled = codes.length < 2;
-  const englishOnly = cfg.languages !== "all";
+  const englishOnly = codes.length === 1 && codes[0] === "en"; // an .en model
   ui.translate.disabled = englishOnly;
   ui.translate.title = englishOnly ? "an English-only model: nothing to translate" : "";
   ui.translate.checked = (chosen.task || cfg.task) === "translate";
