@@ -194,14 +194,17 @@ def test_transcripts_are_shown_as_text_never_run(server: Server, page: Any) -> N
         ]
         for event in events:
             ws.send(json.dumps(event))
+        ws.on_message(lambda message: sent.append(json.loads(message)))
 
+    sent: list[dict[str, Any]] = []  # what the page sent the fake server
     page.route_web_socket(lambda url: url.startswith("ws://"), fake_server)
     open_page(page, server)
     page.wait_for_selector("#errors li")
     page.wait_for_timeout(500)  # an onerror handler would have run by now
-    transcript = page.locator("#transcript")
-    assert "said " + XSS in transcript.text_content()
-    assert "clip " + XSS in transcript.text_content()
+    final = page.locator("#transcript .final")
+    assert final.text_content() == "said " + XSS and final.is_visible()
+    assert page.locator("#transcript .clip .name").text_content() == XSS
+    assert page.locator("#transcript .clip").text_content() == XSS + "clip " + XSS
     assert XSS in page.locator("#partial").text_content()
     assert XSS in page.locator("#errors").text_content()
     assert page.locator("img").count() == 0
@@ -212,6 +215,14 @@ def test_transcripts_are_shown_as_text_never_run(server: Server, page: Any) -> N
     assert saved == f"said {XSS}\n[{XSS}]\nclip {XSS}\n"
     page.click("#copy")
     assert page.evaluate("navigator.clipboard.readText()") == saved
+    # The language and translate choices go to the server as a `config` message.
+    page.select_option("#language", XSS)
+    page.check("#translate")
+    page.wait_for_function("document.getElementById('translate').checked")
+    deadline = time.monotonic() + 10
+    while {"type": "config", "language": XSS, "task": "translate"} not in sent:
+        assert time.monotonic() < deadline, sent
+        page.wait_for_timeout(100)
     assert not page.problems, page.problems
 
 
