@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import HTTPConnection
 
-from whisperwire import openai_api, vad
+from whisperwire import openai_api, vad, web
 from whisperwire import protocol as proto
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
@@ -227,7 +227,7 @@ def create_app(
             await forwarder.close(timeout_s=10.0)
         state.scheduler.close()
 
-    # With keys, nothing but /health (liveness) answers without one: no schema or docs pages.
+    # With keys, only /health and the page at GET / (no secrets) answer without one: no docs.
     pages: dict[str, Any] = (
         {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.api_keys else {}
     )
@@ -285,6 +285,7 @@ def create_app(
 
     throttle = AuthThrottle()
     openai_api.install(app, state, throttle)  # the OpenAI audio API, behind the same keys
+    web.install(app)  # the browser page at GET /, beside the WebSocket at /
     per_address = PerAddress(settings.max_sessions_per_address)
 
     @app.get("/metrics", include_in_schema=False)
