@@ -203,6 +203,7 @@ class Policy:
         if region is None:
             return None
         cfg = self.config
+        self._bridge()
         closed = region.end is not None
         avail_end = region.end if region.end is not None else self._total
         max_window = int(cfg.max_window_s * SAMPLE_RATE)
@@ -329,6 +330,27 @@ class Policy:
             SpeechEnded(region.end / SAMPLE_RATE, self._final_end if spoke else None)
         )
         self._discard_unneeded()
+
+    def _bridge(self) -> None:
+        """Catch-up: a closed region whose next one has already arrived, after a pause of at
+        most `context_gap_s`, is decoded with it as one region. A client that sends faster
+        than real time (or a server behind) gets Whisper's full windows across short pauses,
+        as offline decoding does, rather than one short window per utterance; the pause
+        between them gives no `SpeechEnded`. Live (the next region not yet `context_gap_s`
+        old), nothing changes."""
+        region, regions = self._region, self.endpointer.regions
+        gap = int(self.config.context_gap_s * SAMPLE_RATE)
+        while region is not None and region.end is not None and not region.forced:
+            after = regions[1] if len(regions) > 1 else None
+            if after is None or not after.confirmed or after.start - region.end > gap:
+                return
+            if self._total - after.start < gap or any(
+                region.end <= m.at <= after.start for m in self._markers
+            ):
+                return
+            region.end, region.forced = after.end, after.forced
+            region.voiced += after.voiced
+            del regions[1]
 
     def _region_end_kind(self) -> Literal["pause", "flush", "end"]:
         """What ended the region being finalised: a pause, or the first marker after it."""

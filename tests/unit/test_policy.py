@@ -18,6 +18,7 @@ from whisperwire.policy import (
     Partial,
     Policy,
     PolicyConfig,
+    SpeechEnded,
 )
 from whisperwire.words import Hypothesis, Word
 
@@ -119,6 +120,52 @@ def test_faster_than_real_time_decodes_each_region_once_as_final() -> None:
         "eta",
     ]
     assert [r.kind for r in fake.requests] == ["final", "final"]
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_a_backlog_decodes_utterances_a_short_pause_apart_as_one_window(realtime: bool) -> None:
+    """Sent faster than real time, two utterances 1 s apart are one decode (Whisper gets
+    the context offline decoding has); at real-time pace each is its own region, ended by
+    its pause."""
+    first = script(["alpha", "beta", "gamma"], 1.0)
+    second = script(["delta", "epsilon", "zeta", "eta"], 3.4)
+    policy, fake = Policy(), FakeWhisper(first + second)
+    events = run(policy, fake, 12.0, [(1.0, 2.2), (3.4, 5.0)], realtime=realtime)
+    assert finals_text(events).split() == [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+    ]
+    finals = [r for r in fake.requests if r.kind == "final"]
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    if realtime:
+        assert len(finals) == len(ended) == 2
+    else:
+        assert len(finals) == len(fake.requests) == len(ended) == 1
+        assert (
+            finals[0].offset < 1.0 and finals[0].offset + len(finals[0].audio) / SAMPLE_RATE > 5.0
+        )
+
+
+def test_a_backlog_is_not_bridged_across_a_flush() -> None:
+    first = script(["alpha", "beta", "gamma"], 1.0)
+    second = script(["delta", "epsilon"], 3.4)
+    policy, fake = Policy(), FakeWhisper(first + second)
+    probs = vad_probs(8.0, [(1.0, 2.2), (3.4, 4.4)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    cut = int(2.9 * SAMPLE_RATE) // VAD_CHUNK
+    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    policy.flush()
+    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])
+    policy.finish()
+    events = drain(policy, fake)
+    assert finals_text(events).split() == ["alpha", "beta", "gamma", "delta", "epsilon"]
+    assert [r.kind for r in fake.requests] == ["final", "final"]
+    assert events.index(Flushed()) < [i for i, e in enumerate(events) if isinstance(e, Final)][-1]
 
 
 def test_long_speech_without_pause_still_yields_finals_within_the_window() -> None:
