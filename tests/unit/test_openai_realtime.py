@@ -221,6 +221,11 @@ def test_the_format_cannot_change_once_audio_was_appended() -> None:
         read(c, type="session.update", session={"audio": {"input": {"turn_detection": vad}}})
 
 
+def test_a_binary_frame_is_refused_audio_comes_in_append_events() -> None:
+    with pytest.raises(proto.ProtocolError, match="input_audio_buffer.append"):
+        codec().receive_binary(bytes(4800))
+
+
 def test_another_intent_is_refused() -> None:
     with pytest.raises(proto.ProtocolError, match="only transcribes"):
         rt.query({"model": "gpt-realtime", "intent": "conversation"})

@@ -84,6 +84,12 @@ class Codec:
     def receive_binary(self, data: bytes) -> AudioFrame:
         if len(data) > self.max_message_bytes:
             raise ProtocolError(MESSAGE_TOO_BIG, self._too_big(len(data)))
+        if self.realtime is not None:  # its commits count the audio appended
+            raise ProtocolError(
+                INVALID_MESSAGE,
+                "OpenAI's Realtime API takes no binary frames: send the audio as base64 in "
+                "input_audio_buffer.append events; frame ignored",
+            )
         width = ENCODINGS[self.config.encoding]
         if len(data) == 0 or len(data) % width:
             raise ProtocolError(
