@@ -63,7 +63,8 @@ def test_a_session_starts_as_openai_describes_it_24khz_pcm_with_server_vad() -> 
     (created,) = sent(c, ready)
     assert created["type"] == "session.created" and created["event_id"].startswith("event_")
     session = created["session"]
-    assert session["type"] == "transcription"
+    assert (session["type"], session["object"]) == ("transcription", "realtime.session")
+    assert session["id"].startswith("sess_")
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
     assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
 

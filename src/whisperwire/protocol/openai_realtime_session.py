@@ -120,7 +120,7 @@ class Settings:
         return {
             "type": "transcription",
             "id": session_id,
-            "object": "realtime.transcription_session",
+            "object": "realtime.session",  # as OpenAI's transcription guide shows it (GA)
             "audio": {
                 "input": {
                     "format": audio_format,
