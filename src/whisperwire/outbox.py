@@ -130,8 +130,7 @@ class Outbox:
         the session."""
         self.connection = connection
         for event in first:
-            frame = self.codec.encode(event)
-            if frame is not None:
+            for frame in self.codec.frames(event):
                 await asyncio.wait_for(connection.send_text(frame), self._write_timeout_s)
         self.attached.set()
 
@@ -194,27 +193,33 @@ class Outbox:
             log.exception("session %s: could not deliver %s", self.session_id, type(event).__name__)
 
     async def _transmit(self, event: ev.ServerEvent) -> None:
-        frame = self.codec.encode(event)
-        if frame is None:
+        frames = self.codec.frames(event)
+        if not frames:
             return
+        for frame in frames:
+            if not await self._send(frame):
+                return
+        if isinstance(event, ev.Final):
+            self._replay.append(event)
+        if self._sent is not None:
+            self._sent(event)
+
+    async def _send(self, frame: str) -> bool:
+        """One frame to the client; False: it could not be sent, and will not be."""
         limit = self._write_timeout_s
         while True:
             await self.attached.wait()  # a dropped connection: until the client resumes
             if self.closed:
-                return
+                return False
             try:
                 await asyncio.wait_for(self.connection.send_text(frame), limit)
             except asyncio.TimeoutError:  # the client stopped reading: free its slot
                 self._drop_client(f"a message waited {limit:g} s to be sent")
-                return
+                return False
             except Exception:  # noqa: BLE001 - the peer went away; the receive loop notices
                 if not self._resumable():
                     self.closed = True
-                    return
+                    return False
                 self.attached.clear()  # sent again once the client resumes
                 continue
-            if isinstance(event, ev.Final):
-                self._replay.append(event)
-            if self._sent is not None:
-                self._sent(event)
-            return
+            return True

@@ -24,7 +24,7 @@ from whisperwire.forward import Forwarder
 from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
-from whisperwire.protocol import deepgram, native
+from whisperwire.protocol import deepgram, native, openai_realtime
 from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Scheduler
 from whisperwire.session import Services, Session
@@ -258,7 +258,8 @@ def create_app(
         path in its dialect), then close."""
         wait = ev.UNSET if retry_after is None else retry_after
         refusal = ev.Error(code=code, message=message, retry_after=wait)
-        dialect = deepgram if speaks_deepgram(ws) else native
+        realtime = ws.url.path == openai_realtime.PATH
+        dialect = openai_realtime if realtime else deepgram if speaks_deepgram(ws) else native
         await ws.send_text(dialect.encode(refusal, state.services.clock) or "")
         state.metrics.error_sent(code)
         await ws.close(close_code, code.lower())
@@ -336,12 +337,14 @@ def create_app(
                 )
                 await refuse(ws, proto.UNAUTHORIZED, message, 1008)
                 return
-        if speaks_deepgram(ws):  # a Deepgram client: a value it cannot have closes
-            try:
+        try:  # a Deepgram or OpenAI Realtime client: a value it cannot have closes
+            if ws.url.path == openai_realtime.PATH:
+                openai_realtime.query(ws.query_params)
+            elif speaks_deepgram(ws):
                 deepgram.parse_query(ws.query_params)
-            except proto.ProtocolError as exc:
-                await refuse(ws, exc.code, f"query parameters: {exc.message}", 1008)
-                return
+        except proto.ProtocolError as exc:
+            await refuse(ws, exc.code, f"query parameters: {exc.message}", 1008)
+            return
         resume = ws.query_params.get("resume")
         resumed = await state.take_over(resume) if resume else None
         if resumed is not None:  # admitted when it first connected
@@ -401,6 +404,8 @@ def create_app(
             query = {k: v for k, v in ws.query_params.items() if k not in RESUME_PARAMETERS}
             if speaks_deepgram(ws):
                 query["format"] = "deepgram"
+            elif ws.url.path == openai_realtime.PATH:  # its settings come by session.update
+                query = {"format": openai_realtime.FORMAT, "intent": "transcription"}
             session = Session(state.services, ws.send_text, close, query, abort)
             state.sessions[session.id] = session
             load.stream_opened(session.id)
@@ -462,6 +467,7 @@ def create_app(
 
     app.add_api_websocket_route("/", endpoint)
     app.add_api_websocket_route("/v1/listen", endpoint)
+    app.add_api_websocket_route(openai_realtime.PATH, endpoint)  # OpenAI Realtime transcription
     return app
 
 

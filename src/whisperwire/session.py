@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from whisperwire import protocol as proto
@@ -28,6 +28,7 @@ from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy
 from whisperwire.policy_config import PolicyConfig
 from whisperwire.protocol import events as ev
+from whisperwire.protocol.openai_realtime_session import Settings
 from whisperwire.scheduler import Batchable, Overloaded, Scheduler
 from whisperwire.wire import wire_event
 
@@ -131,6 +132,10 @@ class Session:
             self.codec.apply_query(self._query)
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, f"query parameters: {exc.message}")
+        if self.codec.realtime is not None:  # OpenAI Realtime: its VAD is the server's
+            policy = self.services.policy_config
+            pads = (policy.vad_threshold, policy.speech_pad_s, policy.min_silence_s)
+            self.codec.realtime.settings = Settings.for_server(*pads)
         self.metrics.opened(self.codec.dialect.name)
         self._sync_options()
         if self.services.forwarder is not None:
@@ -233,12 +238,16 @@ class Session:
     # ---- inbound
 
     async def receive_bytes(self, data: bytes) -> None:
-        self.last_heard = arrived = time.monotonic()
+        self.last_heard = time.monotonic()
         try:
             frame = self.codec.receive_binary(data)
         except proto.ProtocolError as exc:
             await self.send_error(exc.code, exc.message)
             return
+        await self._feed(frame, self.last_heard)
+
+    async def _feed(self, frame: proto.AudioFrame, arrived: float) -> None:
+        """A frame of audio (binary, or inside a text frame for OpenAI Realtime) fed."""
         async with self._feeding:  # one frame at a time, never beside `end`'s drain
             if self.policy.finished:
                 if not self._stopping:  # a server closing the session says so once
@@ -261,12 +270,15 @@ class Session:
         try:
             message = self.codec.receive_text(text)
         except proto.ProtocolError as exc:
-            await self.send_error(exc.code, exc.message)
+            about = {k: v for k, v in (("param", exc.param), ("event_id", exc.event_id)) if v}
+            self.out.put(ev.Error(code=exc.code, message=exc.message, **about))
             if exc.clip is not None:  # a refused clip: its client is not left waiting
                 self.services.metrics.clip_requested()
                 await self.send(ev.ClipReady(audio_id=exc.clip or None))
             return
-        if isinstance(message, proto.Ping):
+        if isinstance(message, proto.AudioFrame):  # OpenAI Realtime's base64 audio
+            await self._feed(message, self.last_heard)
+        elif isinstance(message, proto.Ping):
             await self.send(ev.Pong())
         elif isinstance(message, proto.Status):
             await self.send(self.status())
@@ -296,6 +308,10 @@ class Session:
 
     def _sync_options(self) -> None:
         config = self.codec.config
+        realtime = self.codec.realtime  # OpenAI Realtime's VAD settings, before any audio
+        if realtime is not None and self._pipeline is None and not self.policy.busy:
+            tuned = realtime.settings.vad_tuning()
+            self.policy = Policy(replace(self.services.policy_config, **tuned))
         self.policy.set_options(None if config.language == "auto" else config.language, config.task)
 
     def status(self) -> ev.StatusReport:

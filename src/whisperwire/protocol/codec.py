@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from whisperwire.protocol import deepgram, native, whispercpp
+from whisperwire.protocol import deepgram, native, openai_realtime, whispercpp
 from whisperwire.protocol.dialect import Clock, Dialect, utc_now
 from whisperwire.protocol.errors import (
     BAD_AUDIO_FRAME,
@@ -36,7 +36,8 @@ from whisperwire.protocol.messages import (
 )
 
 DIALECTS: dict[str, Dialect] = {
-    d.name: d for d in (native.DIALECT, whispercpp.DIALECT, deepgram.DIALECT)
+    d.name: d
+    for d in (native.DIALECT, whispercpp.DIALECT, deepgram.DIALECT, openai_realtime.DIALECT)
 }
 
 
@@ -60,6 +61,7 @@ class Codec:
     session_id: str = ""  # named by dialects that name it (Deepgram's request_id)
     model: str = ""
     listen: deepgram.Listen | None = None  # a Deepgram client's options (format=deepgram)
+    realtime: openai_realtime.Realtime | None = None  # an OpenAI Realtime session's state
 
     @property
     def dialect(self) -> Dialect:
@@ -72,6 +74,9 @@ class Codec:
         if params.get("format") == "deepgram":  # its own query parameters, as native ones
             self.listen = deepgram.parse_query(params)
             params = self.listen.query()
+        elif params.get("format") == openai_realtime.FORMAT:  # its settings come by events
+            self.realtime = openai_realtime.Realtime(session_id=f"sess_{self.session_id}")
+            params = openai_realtime.query(params)
         known = {k: v for k, v in params.items() if k in StreamConfig.model_fields}
         if known:
             self.config = self._validated(known)
@@ -79,6 +84,12 @@ class Codec:
     def receive_binary(self, data: bytes) -> AudioFrame:
         if len(data) > self.max_message_bytes:
             raise ProtocolError(MESSAGE_TOO_BIG, self._too_big(len(data)))
+        if self.realtime is not None:  # its commits count the audio appended
+            raise ProtocolError(
+                INVALID_MESSAGE,
+                "OpenAI's Realtime API takes no binary frames: send the audio as base64 in "
+                "input_audio_buffer.append events; frame ignored",
+            )
         width = ENCODINGS[self.config.encoding]
         if len(data) == 0 or len(data) % width:
             raise ProtocolError(
@@ -184,8 +195,16 @@ class Codec:
 
     # ---- encoding
 
+    def frames(self, event: ServerEvent) -> list[str]:
+        """Server event -> the text frames the session's dialect sends for it (often one)."""
+        if self.dialect.encode_many is not None:
+            return self.dialect.encode_many(event, self)
+        frame = self.encode(event)
+        return [] if frame is None else [frame]
+
     def encode(self, event: ServerEvent) -> str | None:
-        """Server event -> text frame in the session's dialect, or None if it drops it."""
+        """Server event -> text frame in the session's dialect, or None if it drops it (for
+        a dialect that may send several, only errors: use `frames`)."""
         dialect = self.dialect
         if dialect.encode_in is not None:
             return dialect.encode_in(event, self)

@@ -34,3 +34,6 @@ class Dialect:
     # for a dialect whose messages name the session (Deepgram's request_id, its options):
     # event -> text frame with the session's codec at hand; used instead of `encode`
     encode_in: Callable[[ServerEvent, Codec], str | None] | None = None
+    # for a dialect that may send several frames for one event (OpenAI Realtime's turn end):
+    # event -> its frames, with the session's codec at hand; used instead of both above
+    encode_many: Callable[[ServerEvent, Codec], list[str]] | None = None

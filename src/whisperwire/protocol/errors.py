@@ -60,8 +60,10 @@ def incident() -> str:
 class ProtocolError(Exception):
     """A client frame the contract rejects; `code` is one of the contract's error codes."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.clip: str | None = None  # set for a refused `audio` message: its audio_id
+        self.param = param  # the parameter at fault, where a dialect names it (OpenAI's)
+        self.event_id: str | None = None  # the client's id of the refused event (OpenAI's)

@@ -196,6 +196,8 @@ class Error(Event):
     message: str
     audio_id: str | Unset = UNSET  # the clip it is about
     retry_after: float | Unset = UNSET  # seconds
+    param: str | Unset = dialect_only(UNSET)  # the parameter at fault (OpenAI Realtime)
+    event_id: str | Unset = dialect_only(UNSET)  # the client's refused event (OpenAI Realtime)
 
 
 # --------------------------------------------------------------------------- whole clips

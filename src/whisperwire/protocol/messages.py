@@ -24,7 +24,8 @@ class StreamConfig(BaseModel):
     language: str = "en"
     task: Literal["transcribe", "translate"] = "transcribe"
     partials: bool = True
-    format: Literal["json", "text", "deepgram"] = "json"  # deepgram: set by the path
+    # deepgram, openai_realtime: set by the path
+    format: Literal["json", "text", "deepgram", "openai_realtime"] = "json"
 
     @field_validator("partials", mode="before")
     @classmethod
