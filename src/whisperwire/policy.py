@@ -28,7 +28,8 @@ How text becomes final:
   Whisper's segment boundary), so no decode goes past Whisper's 30 s.
 * **Catch-up.** Requests always cover all audio that has arrived, so a client that sends
   faster than real time (or a machine that falls behind) gets fewer, larger decodes; a
-  region whose end is already known is decoded once, as a final.
+  region whose end is already known is decoded once, as a final, together with the regions
+  that already follow it after short pauses (`_bridge`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ from whisperwire.words import (
     common_prefix,
     ending_by,
     join_words,
-    norm,
-    suffix_match,
+    seam,
 )
 
 # --------------------------------------------------------------------------- data
@@ -79,7 +79,6 @@ class DecodeRequest:
     kind: Literal["partial", "commit", "final", "cap"]
 
 
-SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
 PHRASE_END = re.compile(r"[.,?!;:]$")
 
 
@@ -371,35 +370,13 @@ class Policy:
         return gap <= cfg.context_gap_s * SAMPLE_RATE and window <= cfg.trim_s * SAMPLE_RATE
 
     def _new_words(self, hypothesis: Hypothesis, offset: float) -> list[Word]:
-        """Hypothesis words that lie beyond what is committed, in session time.
-
-        The cut is placed by time (the first word starting at the committed end), then moved
-        by up to `SEAM_SHIFT` words to where the hypothesis best repeats the last committed
-        words: word times differ between decodes by a few tenths, which would otherwise
-        repeat a committed word ("Mr. Hale, Hale") or lose a new one. A repetition the
-        hypothesis itself contains ("tear down the fence, tear down the fence") survives,
-        because the cut that matches the committed words lies before it.
-        """
+        """Hypothesis words that lie beyond what is committed, in session time."""
         words = [
             Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
             for w in hypothesis.words
             if w.text.strip()
         ]
-        cut = next(
-            (i for i, w in enumerate(words) if w.start >= self._committed_end - 0.1), len(words)
-        )
-        if self._recent:
-            done = [norm(w.text) for w in self._recent]
-            said = [norm(w.text) for w in words]
-            best, best_score = cut, suffix_match(done, said[:cut])
-            for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
-                if k > cut and words[k - 1].start > self._committed_end + 0.3:
-                    break  # beyond the seam: a new word, whatever it says
-                score = suffix_match(done, said[:k])
-                if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
-                    best, best_score = k, score
-            cut = best
-        return words[cut:]
+        return words[seam(words, self._committed_end, self._recent) :]
 
     def _confident_prefix(self, words: list[Word], window_end: float) -> int:
         """One-pass commit: the leading words that end `guard_s` before the audio decoded

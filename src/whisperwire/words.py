@@ -56,3 +56,32 @@ def common_prefix(a: list[Word], b: list[Word]) -> int:
             break
         n += 1
     return n
+
+
+SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
+
+
+def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
+    """Where a hypothesis's new words begin, after the words committed until `committed_end`
+    (the last of them `recent`).
+
+    The cut is placed by time (the first word starting at the committed end), then moved by
+    up to `SEAM_SHIFT` words to where the hypothesis best repeats the last committed words:
+    word times differ between decodes by a few tenths, which would otherwise repeat a
+    committed word ("Mr. Hale, Hale") or lose a new one. A repetition the hypothesis itself
+    contains ("tear down the fence, tear down the fence") survives, because the cut that
+    matches the committed words lies before it.
+    """
+    cut = next((i for i, w in enumerate(words) if w.start >= committed_end - 0.1), len(words))
+    if not recent:
+        return cut
+    done = [norm(w.text) for w in recent]
+    said = [norm(w.text) for w in words]
+    best, best_score = cut, suffix_match(done, said[:cut])
+    for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
+        if k > cut and words[k - 1].start > committed_end + 0.3:
+            break  # beyond the seam: a new word, whatever it says
+        score = suffix_match(done, said[:k])
+        if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
+            best, best_score = k, score
+    return best
