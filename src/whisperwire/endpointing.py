@@ -95,6 +95,7 @@ class Endpointer:
             self.regions[-1].confirmed = True
             self.regions[-1].forced = True
             self._close(max(at, self.regions[-1].start))
+        self._last_end = max(self._last_end, at)  # what follows is after it, padding too
 
     def _close(self, end: int) -> None:
         self._triggered = False

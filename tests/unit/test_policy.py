@@ -614,3 +614,17 @@ def test_decodes_finishing_in_any_order_say_every_word_once(seed: int) -> None:
     for before, after in zip(partials, partials[1:], strict=False):
         if after.segment_id == before.segment_id:
             assert after.end >= before.end, (before, after)
+
+
+def test_speech_just_after_a_flush_in_silence_is_not_padded_back_before_it() -> None:
+    """A flush (Deepgram's Finalize, OpenAI Realtime's commit) during a pause ends what came
+    before: the next region's leading padding does not reach back past it."""
+    probs = vad_probs(6.0, [(1.0, 2.0), (3.1, 4.5)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    cut = int(3.0 * SAMPLE_RATE) // VAD_CHUNK
+    policy = Policy()
+    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    policy.flush()
+    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])
+    regions = list(policy.endpointer.regions)
+    assert len(regions) == 2 and regions[1].start >= cut * VAD_CHUNK
