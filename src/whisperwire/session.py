@@ -336,9 +336,10 @@ class Session:
         self._queue_events()
         load = self.services.load
         if load is not None:  # the cadence and the decodes at once the machine's load allows
-            self.policy.step_s = load.step()
+            streams = load.live_streams  # one count of the live streams for both
+            self.policy.step_s = load.step(streams)
             # after a failure, one decode at a time, each after its back-off
-            self.policy.max_in_flight = 1 if self._failures else load.parallel()
+            self.policy.max_in_flight = 1 if self._failures else load.parallel(streams)
         while len(self._decoding) < self.policy.max_in_flight:
             request = self.policy.next_request()
             if request is None:
