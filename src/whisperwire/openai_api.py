@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,9 +26,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from whisperwire import protocol as proto
+from whisperwire.access import KeyCheck
 from whisperwire.audio import SAMPLE_RATE
 from whisperwire.clips import ClipDecode, ClipError, decode_clip, load_within
-from whisperwire.limits import AuthThrottle
 from whisperwire.openai_formats import (
     MEDIA_TYPES,
     AudioRequest,
@@ -68,30 +66,19 @@ CLIP_ERRORS = {  # a ClipError's code -> the HTTP status answered
 
 
 class OpenAIRoutes:
-    def __init__(self, state: App, throttle: AuthThrottle) -> None:
+    def __init__(self, state: App, key_check: KeyCheck) -> None:
         self.state = state
-        self.throttle = throttle
+        self.key_check = key_check
         self.running = 0  # uploads being decoded or transcribed now
 
     # ---- guards
 
     def check_key(self, request: Request) -> None:
-        keys = self.state.settings.api_keys
-        if not keys:
-            return
-        address = request.client.host if request.client is not None else "unknown"
-        wait = self.throttle.retry_after(address, time.monotonic())
-        if wait > 0:
-            raise OpenAIError(
-                429,
-                f"too many failed attempts from {address}; retry in {wait:.0f} s",
-                code="rate_limit_exceeded",
-                retry_after=wait,
-            )
-        header = request.headers.get("authorization", "")
-        offered = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys):
-            self.throttle.failed(address, time.monotonic())
+        denied = self.key_check(request)
+        if denied is not None and denied.throttled:
+            code, retry = "rate_limit_exceeded", denied.retry_after
+            raise OpenAIError(429, denied.message, code=code, retry_after=retry)
+        if denied is not None:
             raise OpenAIError(
                 401,
                 "this server needs its API key: send the header 'Authorization: Bearer KEY' "
@@ -327,9 +314,9 @@ def internal(exc: Exception) -> OpenAIError:
     return OpenAIError(500, f"transcription failed (incident {ref} in the server's log)")
 
 
-def install(app: FastAPI, state: App, throttle: AuthThrottle) -> None:
-    """Add the routes to `app`; `throttle`: the server's failed-key throttle."""
-    routes = OpenAIRoutes(state, throttle)
+def install(app: FastAPI, state: App, key_check: KeyCheck) -> None:
+    """Add the routes to `app`; `key_check`: the server's key check (with its throttle)."""
+    routes = OpenAIRoutes(state, key_check)
 
     async def transcriptions(request: Request) -> Response:
         return await _guarded("transcriptions", routes.audio(request, "transcribe"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -15,13 +14,13 @@ import uvicorn
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import HTTPConnection
 
 from whisperwire import openai_api, vad, web
 from whisperwire import protocol as proto
+from whisperwire.access import KeyCheck, client_address
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
-from whisperwire.limits import AuthThrottle, MemoryBudget, PerAddress
+from whisperwire.limits import MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
 from whisperwire.protocol import deepgram, native, openai_realtime
@@ -197,16 +196,6 @@ class App:
             )
 
 
-def authorized(conn: HTTPConnection, keys: list[str]) -> bool:
-    """The `token` query parameter or an `Authorization: Bearer` (or Deepgram's `Token`)
-    header holds a valid key."""
-    offered = conn.query_params.get("token", "")
-    scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
-    if not offered and scheme.lower() in ("bearer", "token"):
-        offered = credentials.strip()
-    return any(hmac.compare_digest(offered.encode(), key.encode()) for key in keys)
-
-
 def create_app(
     settings: Settings,
     engine: Engine,
@@ -284,8 +273,8 @@ def create_app(
             with contextlib.suppress(asyncio.TimeoutError):
                 return await asyncio.wait_for(ws.receive(), min(waits) if waits else None)
 
-    throttle = AuthThrottle()
-    openai_api.install(app, state, throttle)  # the OpenAI audio API, behind the same keys
+    check_key = KeyCheck(settings.api_keys)  # every route's key check, throttled
+    openai_api.install(app, state, check_key)  # the OpenAI audio API, behind the same keys
     web.install(app)  # the browser page at GET /, beside the WebSocket at /
     per_address = PerAddress(settings.max_sessions_per_address)
 
@@ -293,20 +282,16 @@ def create_app(
     async def metrics_page(request: Request) -> Response:
         """Prometheus' text format; with --api-key, for a key (unless --metrics-public),
         checked and throttled as a WebSocket client's is."""
-        if settings.api_keys and not settings.metrics_public:
-            address = request.client.host if request.client is not None else "unknown"
-            wait = throttle.retry_after(address, time.monotonic())
-            if wait > 0:
-                message = f"too many failed attempts from {address}; retry in {wait:.0f} s\n"
-                headers = {"Retry-After": str(max(1, round(wait)))}
-                return PlainTextResponse(message, 429, headers=headers)
-            if not authorized(request, settings.api_keys):
-                throttle.failed(address, time.monotonic())
-                message = (
-                    "/metrics needs the server's API key: send the header 'Authorization: "
-                    "Bearer KEY' or ?token=KEY (or start the server with --metrics-public)\n"
-                )
-                return PlainTextResponse(message, 401, headers={"WWW-Authenticate": "Bearer"})
+        denied = None if settings.metrics_public else check_key(request)
+        if denied is not None and denied.throttled:
+            headers = {"Retry-After": str(max(1, round(denied.retry_after)))}
+            return PlainTextResponse(denied.message + "\n", 429, headers=headers)
+        if denied is not None:
+            message = (
+                "/metrics needs the server's API key: send the header 'Authorization: "
+                "Bearer KEY' or ?token=KEY (or start the server with --metrics-public)\n"
+            )
+            return PlainTextResponse(message, 401, headers={"WWW-Authenticate": "Bearer"})
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     origins = frozenset(settings.allowed_origins)
@@ -318,25 +303,23 @@ def create_app(
             await ws.close(1008)  # before the upgrade: HTTP 403
             return
         await ws.accept()
-        address = ws.client.host if ws.client is not None else "unknown"
+        address = client_address(ws)
         if state.stopping:
             message = "the server is shutting down; reconnect in a moment"
             await refuse(ws, proto.OVERLOADED, message, 1012, retry_after=5.0)
             return
-        if settings.api_keys:
-            wait = throttle.retry_after(address, time.monotonic())
-            if wait > 0:
-                message = f"too many failed attempts from {address}; retry in {wait:.0f} s"
-                await refuse(ws, proto.UNAUTHORIZED, message, 1008, retry_after=round(wait, 1))
-                return
-            if not authorized(ws, settings.api_keys):
-                throttle.failed(address, time.monotonic())
-                message = (
-                    "this server needs an API key: pass ?token=KEY or the header "
-                    "'Authorization: Bearer KEY'"
-                )
-                await refuse(ws, proto.UNAUTHORIZED, message, 1008)
-                return
+        denied = check_key(ws)
+        if denied is not None and denied.throttled:
+            retry = round(denied.retry_after, 1)
+            await refuse(ws, proto.UNAUTHORIZED, denied.message, 1008, retry_after=retry)
+            return
+        if denied is not None:
+            message = (
+                "this server needs an API key: pass ?token=KEY or the header "
+                "'Authorization: Bearer KEY'"
+            )
+            await refuse(ws, proto.UNAUTHORIZED, message, 1008)
+            return
         try:  # a Deepgram or OpenAI Realtime client: a value it cannot have closes
             if ws.url.path == openai_realtime.PATH:
                 openai_realtime.query(ws.query_params)
