@@ -159,7 +159,7 @@ def test_the_microphone_is_transcribed_live(server: Server, page: Any) -> None:
     page.screenshot(path=str(SCREENSHOT))  # for the README, while it listens
     page.click("#mic")  # stop: a flush
     page.wait_for_selector("#mic:text('Start microphone')")
-    assert page.locator("#state").text_content() == "connected"
+    page.wait_for_selector("#state:text('connected')")  # the last frame sent, then the flush
     assert page.locator("#errors li").count() == 0, page.locator("#errors").text_content()
     assert not page.problems, page.problems
 

@@ -385,19 +385,34 @@ async function startMic() {
   }
 }
 
-// Stops the capture (the last < 100 ms are not sent) and, with `flush`, asks the server for
-// the finals of what it has, as if the speaker paused.
-function stopMic(flush) {
+// Stops the capture and, with `flush`, sends the unfinished last frame the worklet holds,
+// then asks the server for the finals of what it has, as if the speaker paused.
+async function stopMic(flush) {
   if (mic === null) return;
   const { ctx, stream, source, node } = mic;
   mic = null;
-  node.port.onmessage = null;
   source.disconnect();
-  node.disconnect();
   for (const track of stream.getTracks()) track.stop();
-  ctx.close().catch(() => {});
   ui.mic.textContent = "Start microphone";
   ui.mic.classList.remove("live");
+  if (flush && connected()) {
+    const socket = ws;
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 1000); // a closed context never answers
+      node.port.onmessage = (event) => {
+        if (event.data === "flushed") {
+          clearTimeout(timer);
+          resolve();
+        } else if (socket === ws && connected()) {
+          socket.send(event.data);
+        }
+      };
+      node.port.postMessage("flush");
+    });
+  }
+  node.port.onmessage = null;
+  node.disconnect();
+  ctx.close().catch(() => {});
   if (flush && connected()) {
     send({ type: "flush" });
     setState("open", "connected");

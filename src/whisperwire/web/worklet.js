@@ -11,12 +11,14 @@ class PcmFramer extends AudioWorkletProcessor {
     };
   }
 
+  // The samples of an unfinished frame, then "flushed": the page waits for it at stop.
   flush() {
     if (this.filled > 0) {
       const rest = this.frame.slice(0, this.filled);
       this.port.postMessage(rest.buffer, [rest.buffer]);
       this.filled = 0;
     }
+    this.port.postMessage("flushed");
   }
 
   process(inputs) {
