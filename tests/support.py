@@ -153,7 +153,16 @@ class StreamResult:
 def pcm(samples: np.ndarray, encoding: str = "s16le") -> bytes:
     if encoding == "f32le":
         return samples.astype("<f4").tobytes()
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    s16 = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    if encoding in ("mulaw", "alaw"):  # G.711 by FFmpeg's encoder: a byte a sample
+        import av
+
+        context = av.CodecContext.create(f"pcm_{encoding}", "w")
+        context.sample_rate, context.layout, context.format = 8000, "mono", "s16"
+        frame = av.AudioFrame.from_ndarray(s16.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        return b"".join(bytes(packet) for packet in context.encode(frame))
+    return s16.tobytes()
 
 
 def stream(

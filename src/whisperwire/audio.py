@@ -3,6 +3,7 @@ and whole audio files in any container (PyAV)."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import av
@@ -12,10 +13,23 @@ import soxr
 SAMPLE_RATE = 16000  # what Whisper and Silero want
 
 
+@functools.cache
+def _g711(codec: str) -> np.ndarray:
+    """G.711's 256 byte values expanded to float32, by FFmpeg's decoder (PyAV)."""
+    context = av.CodecContext.create(codec, "r")
+    context.sample_rate, context.layout = 8000, "mono"
+    frames = context.decode(av.Packet(bytes(range(256))))
+    pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
+    return pcm.astype(np.float32) / 32768.0
+
+
 def pcm_to_float32(data: bytes, encoding: str) -> np.ndarray:
-    """Little-endian PCM bytes -> float32 samples in [-1, 1]."""
+    """Little-endian PCM bytes (or G.711 `mulaw`/`alaw` bytes) -> float32 samples in [-1, 1]."""
     if encoding == "s16le":
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    if encoding in ("mulaw", "alaw"):
+        table = _g711("pcm_mulaw" if encoding == "mulaw" else "pcm_alaw")
+        return table[np.frombuffer(data, dtype=np.uint8)]
     if encoding == "f32le":
         samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
         # A NaN or inf would poison the resampler state and the model input.

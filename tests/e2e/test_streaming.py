@@ -54,6 +54,14 @@ def test_jfk_at_44k1_as_f32le(server: Server) -> None:
     assert end["duration"] == pytest.approx(len(samples) / 44100, abs=0.05)
 
 
+@pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
+def test_jfk_as_telephony_g711_at_8_khz(server: Server, encoding: str) -> None:
+    samples = load_audio(audio_root() / "jfk" / "jfk.flac", sample_rate=8000)
+    result = stream(server.url, samples, sample_rate=8000, encoding=encoding)
+    assert wer([transcripts("jfk")["jfk.flac"]], [result.text]) <= 0.15, result.text
+    assert result.messages[-1]["duration"] == pytest.approx(len(samples) / 8000, abs=0.05)
+
+
 def test_finals_form_the_whole_transcript_with_times_and_words(server: Server) -> None:
     samples = load_audio(audio_root() / "jfk" / "jfk.flac")
     result = stream(server.url, samples, realtime=True)

@@ -72,10 +72,16 @@ def test_deepgrams_defaults_no_interim_results_no_vad_events() -> None:
     assert deepgram.parse_query({"endpointing": "false"}).endpointing is None
 
 
+@pytest.mark.parametrize(("given", "native"), [("mulaw", "mulaw"), ("alaw", "alaw")])
+def test_telephony_encodings_are_taken(given: str, native: str) -> None:
+    c = codec({"encoding": given, "sample_rate": "8000"})
+    assert (c.config.encoding, c.config.sample_rate) == (native, 8000)
+
+
 @pytest.mark.parametrize(
     ("query", "code", "says"),
     [
-        ({"encoding": "mulaw"}, proto.UNSUPPORTED_FORMAT, "encoding=linear16"),
+        ({"encoding": "flac"}, proto.UNSUPPORTED_FORMAT, "encoding=linear16"),
         ({"encoding": "opus"}, proto.UNSUPPORTED_FORMAT, "'opus' is not supported"),
         ({"channels": "2"}, proto.UNSUPPORTED_FORMAT, "channels=1"),
         ({"multichannel": "true"}, proto.UNSUPPORTED_FORMAT, "multichannel"),

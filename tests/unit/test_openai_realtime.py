@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -128,15 +127,13 @@ def test_append_decodes_base64_pcm16_at_the_sessions_rate() -> None:
     assert c.audio_started
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("audio/pcmu", "ulaw2lin"), ("audio/pcma", "alaw2lin")])
-def test_g711_is_expanded_as_the_standard_tables_do(fmt: str, name: str) -> None:
+@pytest.mark.parametrize(("fmt", "encoding"), [("audio/pcmu", "mulaw"), ("audio/pcma", "alaw")])
+def test_g711_audio_is_passed_on_in_its_encoding_at_8_khz(fmt: str, encoding: str) -> None:
+    c = codec()
+    read(c, type="session.update", session={"audio": {"input": {"format": {"type": fmt}}}})
     every = bytes(range(256))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop as standard
-
-        expected = getattr(standard, name)(every, 2)
-    assert rt.g711_to_pcm16(every, fmt) == expected
+    frame = read(c, type="input_audio_buffer.append", audio=b64(every))
+    assert frame == proto.AudioFrame(every, encoding, 8000)
 
 
 def _update(**given: Any) -> dict[str, Any]:

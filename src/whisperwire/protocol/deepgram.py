@@ -44,6 +44,7 @@ DEEPGRAM_PARAMETERS = frozenset(
     }
 )  # fmt: skip
 NATIVE_ENCODINGS = ("s16le", "f32le")
+ENCODINGS = {"linear16": "s16le", "mulaw": "mulaw", "alaw": "alaw"}  # Deepgram's -> native
 CHANNEL = [0, 1]  # channel index, of channel count: always mono
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 MESSAGE_TYPES = "KeepAlive, Finalize, CloseStream"
@@ -54,6 +55,7 @@ class Listen:
     """A Deepgram client's query parameters, checked."""
 
     sample_rate: int = 16000
+    encoding: str = "s16le"  # the native name of its `encoding`
     interim_results: bool = False  # Deepgram's default
     language: str | None = None  # a Whisper code or "auto"; None: the server's
     utterance_end_ms: int | None = None  # given: UtteranceEnd after each region with words
@@ -65,7 +67,7 @@ class Listen:
         """The native settings these options stand for."""
         out: dict[str, Any] = {
             "format": "deepgram",
-            "encoding": "s16le",
+            "encoding": self.encoding,
             "sample_rate": self.sample_rate,
             "partials": self.interim_results,
         }
@@ -121,11 +123,11 @@ def parse_query(params: Mapping[str, str]) -> Listen:
     cannot honour (another encoding, more than one channel). Parameters it has no use for
     (`punctuate`, `smart_format`, `tag`...) are accepted and ignored."""
     encoding = params.get("encoding", "linear16")
-    if encoding != "linear16":
+    if encoding not in ENCODINGS:
         raise err.ProtocolError(
             err.UNSUPPORTED_FORMAT,
             f"encoding: {err.shown(encoding)} is not supported; send encoding=linear16 "
-            "(16-bit little-endian PCM)",
+            "(16-bit little-endian PCM), mulaw or alaw (G.711)",
         )
     channels = params.get("channels", "1")
     if channels != "1":
@@ -149,6 +151,7 @@ def parse_query(params: Mapping[str, str]) -> Listen:
         language = "auto" if language == "multi" else language.split("-")[0].lower()
     return Listen(
         sample_rate=int(rate),
+        encoding=ENCODINGS[encoding],
         interim_results=_flag(params, "interim_results", False),
         language=language,
         utterance_end_ms=_milliseconds(params, "utterance_end_ms", off=False),

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ENCODINGS: dict[str, int] = {"s16le": 2, "f32le": 4}  # bytes per sample
+# bytes per sample; mulaw and alaw: G.711 (telephony, 8 kHz)
+ENCODINGS: dict[str, int] = {"s16le": 2, "f32le": 4, "mulaw": 1, "alaw": 1}
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 MAX_ID_CHARS = 256  # a clip's audio_id
@@ -20,7 +21,7 @@ class StreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
-    encoding: Literal["s16le", "f32le"] = "s16le"
+    encoding: Literal["s16le", "f32le", "mulaw", "alaw"] = "s16le"
     language: str = "en"
     task: Literal["transcribe", "translate"] = "transcribe"
     partials: bool = True

@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from whisperwire.protocol import errors as err
 from whisperwire.protocol import events as ev
 from whisperwire.protocol import messages as msg
@@ -47,6 +45,7 @@ if TYPE_CHECKING:
 
 PATH = "/v1/realtime"
 FORMAT = "openai_realtime"
+ENCODINGS = {"audio/pcm": "s16le", "audio/pcmu": "mulaw", "audio/pcma": "alaw"}  # -> native
 MAX_APPEND_CHARS = 15 * 1024 * 1024  # OpenAI's limit on one append's base64 audio
 CLIENT_EVENTS = (
     "session.update, transcription_session.update, input_audio_buffer.append, "
@@ -220,45 +219,19 @@ def _append(obj: dict[str, Any], codec: Codec, rt: Realtime) -> msg.AudioFrame:
             param="audio",
         ) from None
     settings = rt.settings
-    if settings.format == "audio/pcm":
-        if len(data) % 2:
-            raise err.ProtocolError(
-                err.BAD_AUDIO_FRAME,
-                f"input_audio_buffer.append: {len(data)} bytes are not a whole number of "
-                "16-bit PCM samples (2 bytes each); audio ignored",
-                param="audio",
-            )
-    else:
-        data = g711_to_pcm16(data, settings.format)
+    encoding = ENCODINGS[settings.format]
+    if len(data) % msg.ENCODINGS[encoding]:
+        raise err.ProtocolError(
+            err.BAD_AUDIO_FRAME,
+            f"input_audio_buffer.append: {len(data)} bytes are not a whole number of "
+            "16-bit PCM samples (2 bytes each); audio ignored",
+            param="audio",
+        )
     if not codec.audio_started:  # the policy's VAD settings from now on
         rt.tuning = settings.vad_tuning()
     codec.audio_started = True
     rt.appended_bytes += len(data)
-    return msg.AudioFrame(data, "s16le", settings.rate)
-
-
-# G.711 (ITU-T): each byte is one sample, expanded by a 256-entry table to 16-bit PCM.
-def _ulaw_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.uint8)
-    exponent, mantissa = (u >> 4) & 7, (u & 0x0F).astype(np.int32)
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(u & 0x80, -magnitude, magnitude).astype("<i2")
-
-
-def _alaw_table() -> np.ndarray:
-    a = np.arange(256, dtype=np.uint8) ^ 0x55
-    exponent, mantissa = ((a >> 4) & 7).astype(np.int32), (a & 0x0F).astype(np.int32)
-    shifted = ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
-    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, shifted)
-    return np.where(a & 0x80, magnitude, -magnitude).astype("<i2")
-
-
-G711 = {"audio/pcmu": _ulaw_table(), "audio/pcma": _alaw_table()}
-
-
-def g711_to_pcm16(data: bytes, fmt: str) -> bytes:
-    """μ-law (`audio/pcmu`) or A-law (`audio/pcma`) bytes -> 16-bit little-endian PCM."""
-    return G711[fmt][np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return msg.AudioFrame(data, encoding, settings.rate)
 
 
 # --------------------------------------------------------------------------- events -> frames

@@ -80,7 +80,7 @@ class Settings:
 
     @property
     def bytes_per_second(self) -> int:
-        return self.rate * 2  # after G.711 is expanded: 16-bit PCM
+        return self.rate * (2 if self.format == "audio/pcm" else 1)  # G.711: a byte a sample
 
     def vad_tuning(self) -> dict[str, float]:
         """The policy settings the server VAD's parameters stand for."""
