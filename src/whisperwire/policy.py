@@ -80,6 +80,8 @@ class DecodeRequest:
 
 
 PHRASE_END = re.compile(r"[.,?!;:]$")
+# A backlog this long behind the start of the next region: not live (see `_bridge`).
+BEHIND_S = 5.0
 
 
 # --------------------------------------------------------------------------- the policy
@@ -202,7 +204,8 @@ class Policy:
         if region is None:
             return None
         cfg = self.config
-        self._bridge()
+        if not self._in_flight:  # else the region's last decode may be under way
+            self._bridge()
         closed = region.end is not None
         avail_end = region.end if region.end is not None else self._total
         max_window = int(cfg.max_window_s * SAMPLE_RATE)
@@ -332,18 +335,17 @@ class Policy:
 
     def _bridge(self) -> None:
         """Catch-up: a closed region whose next one has already arrived, after a pause of at
-        most `context_gap_s`, is decoded with it as one region. A client that sends faster
-        than real time (or a server behind) gets Whisper's full windows across short pauses,
-        as offline decoding does, rather than one short window per utterance; the pause
-        between them gives no `SpeechEnded`. Live (the next region not yet `context_gap_s`
-        old), nothing changes."""
+        most `context_gap_s`, is decoded with it as one region, when that next region began
+        `BEHIND_S` before the newest audio (a client sending faster than real time, or a server
+        far behind): Whisper gets full windows across short pauses, as offline decoding does,
+        not a window per utterance; the pause ends no region. Live, nothing changes."""
         region, regions = self._region, self.endpointer.regions
         gap = int(self.config.context_gap_s * SAMPLE_RATE)
         while region is not None and region.end is not None and not region.forced:
             after = regions[1] if len(regions) > 1 else None
             if after is None or not after.confirmed or after.start - region.end > gap:
                 return
-            if self._total - after.start < gap or any(
+            if self._total - after.start < BEHIND_S * SAMPLE_RATE or any(
                 region.end <= m.at <= after.start for m in self._markers
             ):
                 return

@@ -371,7 +371,17 @@ class Session:
             if self.services.load is not None:
                 self.services.load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
-            self.policy.apply(request, hypothesis)
+            try:
+                self.policy.apply(request, hypothesis)
+            except Exception:  # a bug of ours: said, with its words' time span, not hidden
+                ref = proto.incident()
+                log.exception("session %s: applying a decode failed [incident %s]", self.id, ref)
+                start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE
+                message = (
+                    f"the server failed on the transcript of {start:.2f}-{end:.2f} s "
+                    f"(incident {ref} in its log)"
+                )
+                self.out.put(ev.Error(code=proto.INTERNAL_ERROR, message=message))
         self._decoding.discard(asyncio.current_task())  # type: ignore[arg-type]
         self._decoded.set()
         self._pump()

@@ -151,6 +151,27 @@ def test_a_backlog_decodes_utterances_a_short_pause_apart_as_one_window(realtime
         )
 
 
+def test_a_region_whose_last_decode_is_under_way_is_not_bridged() -> None:
+    """The next region arriving while a region's final decode runs (two decodes may be in
+    flight) waits for its own: the final applies to the region it was asked for."""
+    first = script(["alpha", "beta", "gamma"], 1.0)
+    second = script(["delta", "epsilon"], 3.4)
+    policy, fake = Policy(), FakeWhisper(first + second)
+    policy.max_in_flight = 2
+    probs = vad_probs(12.0, [(1.0, 2.2), (3.4, 4.4)])
+    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+    cut = int(3.0 * SAMPLE_RATE) // VAD_CHUNK
+    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    final = policy.next_request()
+    assert final is not None and final.kind == "final"
+    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])  # the next region, long behind
+    assert policy.next_request() is None
+    policy.apply(final, fake(final))
+    policy.finish()
+    events = policy.events() + drain(policy, fake)
+    assert finals_text(events).split() == ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+
 def test_a_backlog_is_not_bridged_across_a_flush() -> None:
     first = script(["alpha", "beta", "gamma"], 1.0)
     second = script(["delta", "epsilon"], 3.4)

@@ -177,6 +177,31 @@ def test_a_window_that_never_decodes_is_reported_by_its_time_span(
     assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
 
 
+def test_a_bug_applying_a_decode_is_said_with_its_time_span_and_the_session_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception of the policy's (a bug) on a decode's result is an INTERNAL_ERROR naming
+    the audio it concerned; the session goes on to its `end`."""
+    from whisperwire.policy import Policy
+
+    real_apply = Policy.apply
+    calls = [0]
+
+    def apply(self: Policy, request: DecodeRequest, hypothesis: Any) -> None:
+        real_apply(self, request, hypothesis)
+        calls[0] += 1
+        if calls[0] == 2:
+            raise AssertionError("a policy bug")
+
+    monkeypatch.setattr(Policy, "apply", apply)
+    messages = converse(lambda request, call: False, SPEECH)
+    errors = [m for m in messages if m["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == proto.INTERNAL_ERROR
+    assert "incident" in errors[0]["message"] and " s (incident" in errors[0]["message"]
+    assert "a policy bug" not in errors[0]["message"]
+    assert [m["type"] for m in messages[-2:]] == ["end", "closed"]
+
+
 @pytest.mark.parametrize("can_abort", [True, False])
 def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(can_abort: bool) -> None:
     """A send that never completes (the client's buffers are full) drops the connection once
