@@ -265,3 +265,76 @@ def test_converted_once_then_reused(
     assert not list(cache.glob("*.tmp-*"))
     other = prepare_ggml(files["q8_0"], cache_dir=cache, converter=fake)  # other content
     assert other != first and len(fake.staged) == 2
+
+
+def test_interrupted_conversion_is_ignored_and_redone(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    fake, cache = FakeConverter(), tmp_path / "cache"
+    target = prepare_ggml(files["f16"], cache_dir=cache, converter=fake)
+    # A conversion killed half-way leaves a work directory; a target without marker is unused.
+    leftover = cache / f"{target.name}.tmp-killed"
+    (leftover / "checkpoint").mkdir(parents=True)
+    (leftover / "checkpoint" / "model.safetensors").write_bytes(b"half")
+    (target / MARKER).unlink()
+    assert prepare_ggml(files["f16"], cache_dir=cache, converter=fake) == target
+    assert len(fake.staged) == 2 and (target / MARKER).is_file()
+    assert not list(cache.glob("*.tmp-*"))
+
+
+def test_a_failed_conversion_leaves_nothing_behind(files: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    def failing(model_dir: str, copy_files: list[str] | None = None) -> Any:
+        raise RuntimeError("no memory\nsecond line")
+
+    with pytest.raises(CheckpointError, match="converting .*tiny-f16.bin failed: RuntimeError"):
+        prepare_ggml(files["f16"], cache_dir=cache, converter=failing)
+    assert [p.suffix for p in cache.iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize(
+    ("n_vocab", "languages", "no_speech"),
+    [(51865, 99, "<|nocaptions|>"), (51866, 100, "<|nospeech|>")],
+)
+def test_multilingual_vocabulary_layout(
+    tokens: list[bytes], n_vocab: int, languages: int, no_speech: str
+) -> None:
+    """Multilingual Whisper: one more plain token (50256), <|endoftext|> at 50257, then
+    <|startoftranscript|>, the languages (v3 adds yue), the tasks; timestamps follow."""
+    from whisperwire.checkpoints.tokens import language_tokens
+
+    built = build_tokenizer_json(tokens, n_vocab)  # a file without token 50256
+    vocab = {**built["model"]["vocab"], **{t["content"]: t["id"] for t in built["added_tokens"]}}
+    assert vocab[""] == 50256 and vocab["<|endoftext|>"] == 50257
+    assert vocab["<|startoftranscript|>"] == 50258 and vocab["<|en|>"] == 50259
+    found = language_tokens(vocab)
+    assert len(found) == languages and list(found)[-1] == ("yue" if languages == 100 else "su")
+    assert vocab["<|notimestamps|>"] == 50257 + languages + 7 and no_speech in vocab
+    assert n_vocab - vocab["<|notimestamps|>"] - 1 == 1501  # <|0.00|> ... <|30.00|>
+
+
+def test_multilingual_file_becomes_a_multilingual_checkpoint(
+    tokens: list[bytes], tmp_path: Path
+) -> None:
+    """A large-v3-shaped vocabulary and 128 mel bins, tiny random weights."""
+    import tokenizers
+
+    from whisperwire.checkpoints import checkpoint_languages
+
+    hparams = {**HPARAMS, "n_vocab": 51866, "n_mels": 128}
+    rng = np.random.default_rng(3)
+    shapes = expected_tensors(hparams).values()
+    state = {hf: rng.standard_normal(shape, np.float32) for shape, hf in shapes}
+    config = {**CONFIG, "vocab_size": 51866, "num_mel_bins": 128}
+    filters = np.zeros((128, 201), np.float32)
+    path = write_ggml_state(state, config, tokens, filters, tmp_path / "multi.bin", "q5_1")
+    model = read_ggml(path)
+    assert model.multilingual
+    write_checkpoint(model, tmp_path / "ckpt", logging.getLogger("test"))
+    generation = json.loads((tmp_path / "ckpt" / "generation_config.json").read_text())
+    assert generation["is_multilingual"] and len(generation["lang_to_id"]) == 100
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["num_mel_bins"] == 128
+    assert tokenizers.Tokenizer.from_file(str(tmp_path / "ckpt" / "tokenizer.json"))
+    languages = checkpoint_languages(tmp_path / "ckpt")
+    assert languages is not None and languages[:3] == ["en", "zh", "de"] and "yue" in languages

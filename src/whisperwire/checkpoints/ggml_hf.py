@@ -171,7 +171,8 @@ def _non_speech_tokens(tokenizer: dict[str, Any], multilingual: bool) -> list[in
     from faster_whisper.tokenizer import Tokenizer
 
     hf = tokenizers.Tokenizer.from_str(json.dumps(tokenizer))
-    return list(Tokenizer(hf, multilingual=multilingual).non_speech_tokens)
+    options = {"task": "transcribe", "language": "en"} if multilingual else {}
+    return list(Tokenizer(hf, multilingual=multilingual, **options).non_speech_tokens)
 
 
 def _preprocessor(n_mels: int) -> dict[str, Any]:
