@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from checkpoint_models import build_multilingual
 from ggml_models import write_ggml
 from support import (
     REPO,
@@ -120,6 +121,28 @@ def test_ggml_file_streams_like_its_checkpoint(
         assert wer([transcripts("jfk")["jfk.flac"]], [result.text]) <= 0.1, result.text
     finally:
         again.stop()
+
+
+def test_random_multilingual_ggml_file_forced_and_session_language(
+    tiny_en_hf: Path, ggml_cache: Path, tmp_path: Path
+) -> None:
+    """A large-v3-shaped file (128 mel bins, 100 languages) of tiny random weights, q8_0."""
+    model = write_ggml(
+        build_multilingual(tmp_path / "multi", tiny_en_hf), tmp_path / "m.bin", "q8_0"
+    )
+    path = audio_root() / "librispeech_test_other" / "1688-142285-0000.flac"
+    speech = load_audio(path)[: 16000 * 4]  # random weights: the text is noise, keep it short
+    server = start_server(
+        tmp_path, "-m", str(model), "--cache-dir", str(ggml_cache), "-l", "de", "-bs", "1", "-nf"
+    )
+    try:
+        for query, expected in (("", "de"), ("language=yue", "yue")):
+            result = stream(server.url, speech, query=query)
+            assert result.messages[0]["config"]["language"] == expected
+            assert result.messages[-1]["type"] == "end"  # any text, no crash
+            assert {final["language"] for final in result.finals} <= {expected}
+    finally:
+        server.stop()
 
 
 def test_broken_ggml_file_exits_2_with_one_line(

@@ -23,9 +23,13 @@ from whisperwire.checkpoints.ggml_vocab import build_tokenizer_json
 ATTENTION = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
 
 
-def expected_tensors(hp: dict[str, int]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """OpenAI name -> (numpy shape, Hugging Face name) of every tensor a Whisper model has."""
+def expected_tensors(
+    hp: dict[str, int], ffn: int | None = None
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """OpenAI name -> (numpy shape, Hugging Face name) of every tensor a Whisper model has
+    (``ffn``: the MLPs' width, 4 * n_state in every OpenAI model)."""
     d, n_mels = hp["n_audio_state"], hp["n_mels"]
+    ffn = ffn or 4 * d
     positions = "embed_positions.weight"
     out: dict[str, tuple[tuple[int, ...], str]] = {
         "encoder.positional_embedding": ((hp["n_audio_ctx"], d), f"model.encoder.{positions}"),
@@ -50,7 +54,7 @@ def expected_tensors(hp: dict[str, int]) -> dict[str, tuple[tuple[int, ...], str
             blocks += [("mlp_ln", "final_layer_norm", (d,))]
             for a, h in attentions:
                 blocks += [(f"{a}.{o}", f"{h}.{p}", (d, d)) for o, p in ATTENTION.items()]
-            blocks += [("mlp.0", "fc1", (4 * d, d)), ("mlp.2", "fc2", (d, 4 * d))]
+            blocks += [("mlp.0", "fc1", (ffn, d)), ("mlp.2", "fc2", (d, ffn))]
             for name, hf, shape in blocks:
                 out[f"{src}.{name}.weight"] = (shape, f"{dst}.{hf}.weight")
                 if not name.endswith(".key"):  # Whisper's key projections have no bias
@@ -81,7 +85,7 @@ def check_shape(model: GgmlModel) -> dict[str, tuple[tuple[int, ...], str]]:
         raise refuse(f"n_mels is {hp['n_mels']}; Whisper's is 80 or 128")
     if model.mel_filters.shape[0] != hp["n_mels"]:
         raise refuse(f"{model.mel_filters.shape[0]} mel filters for n_mels {hp['n_mels']}")
-    expected = expected_tensors(hp)
+    expected = expected_tensors(hp, ffn_size(model))
     for name, (shape, _) in expected.items():
         tensor = model.tensors.get(name)
         if tensor is None:
@@ -97,6 +101,17 @@ def check_shape(model: GgmlModel) -> dict[str, tuple[tuple[int, ...], str]]:
     return expected
 
 
+def ffn_size(model: GgmlModel) -> int:
+    """The MLPs' width: 4 * n_state in OpenAI's models (whisper.cpp assumes it), but taken
+    from the file, as a fine-tune converted from Hugging Face may have another."""
+    first = model.tensors.get("encoder.blocks.0.mlp.0.weight")
+    return (
+        first.shape[0]
+        if first is not None and first.shape[0] > 0
+        else 4 * model.hparams["n_audio_state"]
+    )
+
+
 def write_checkpoint(model: GgmlModel, target: Path, log: logging.Logger) -> None:
     """Write ``model`` (checked by :func:`check_shape`) as a checkpoint directory ``target``."""
     from safetensors.numpy import save_file  # the hf extra, which conversion needs anyway
@@ -110,7 +125,7 @@ def write_checkpoint(model: GgmlModel, target: Path, log: logging.Logger) -> Non
     for name, (shape, hf_name) in expected.items():
         weights[hf_name] = np.ascontiguousarray(model.tensors[name].array().reshape(shape))
     save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
-    config, generation = _configs(hp, tokenizer)
+    config, generation = _configs(hp, tokenizer, ffn_size(model))
     (target / "config.json").write_text(json.dumps(config, indent=2), "utf-8")
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2), "utf-8")
     (target / "preprocessor_config.json").write_text(
@@ -119,7 +134,7 @@ def write_checkpoint(model: GgmlModel, target: Path, log: logging.Logger) -> Non
     log.debug("ggml file %s written as a checkpoint in %s", model.path, target)
 
 
-def _configs(hp: dict[str, int], tokenizer: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+def _configs(hp: dict[str, int], tokenizer: dict[str, Any], ffn: int) -> tuple[dict[str, Any], ...]:
     ids = {token["content"]: token["id"] for token in tokenizer["added_tokens"]}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     multilingual = hp["n_vocab"] > N_VOCAB_ENGLISH
@@ -145,8 +160,8 @@ def _configs(hp: dict[str, int], tokenizer: dict[str, Any]) -> tuple[dict[str, A
         "encoder_attention_heads": hp["n_audio_head"],
         "decoder_layers": hp["n_text_layer"],
         "decoder_attention_heads": hp["n_text_head"],
-        "encoder_ffn_dim": 4 * hp["n_audio_state"],
-        "decoder_ffn_dim": 4 * hp["n_text_state"],
+        "encoder_ffn_dim": ffn,
+        "decoder_ffn_dim": ffn,
         "max_source_positions": hp["n_audio_ctx"],
         "max_target_positions": hp["n_text_ctx"],
         "activation_function": "gelu",
