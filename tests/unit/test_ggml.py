@@ -217,7 +217,9 @@ def test_a_file_given_to_m_is_taken_for_ggml(files: dict[str, Path]) -> None:
     assert resolve_model(str(files["f16"])).kind == "ggml"
 
 
-def test_cli_exits_2_with_one_line(files: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_exits_2_with_one_line(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from whisperwire.cli import main
 
     path = broken(files["q8_0"], tmp_path, BROKEN["gguf-magic"][0])
@@ -338,3 +340,13 @@ def test_multilingual_file_becomes_a_multilingual_checkpoint(
     assert tokenizers.Tokenizer.from_file(str(tmp_path / "ckpt" / "tokenizer.json"))
     languages = checkpoint_languages(tmp_path / "ckpt")
     assert languages is not None and languages[:3] == ["en", "zh", "de"] and "yue" in languages
+
+
+def test_checkpoint_flag_given_a_file_points_to_m(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from whisperwire.cli import main
+
+    assert main(["serve", "--checkpoint", str(files["f16"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file (a ggml model file? use -m)" in err[0], err
