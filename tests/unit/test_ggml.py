@@ -350,3 +350,17 @@ def test_checkpoint_flag_given_a_file_points_to_m(
     assert main(["serve", "--checkpoint", str(files["f16"])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file (a ggml model file? use -m)" in err[0], err
+
+
+def test_alignment_heads_of_known_shapes() -> None:
+    from whisperwire.checkpoints.ggml_hf import alignment_heads
+
+    tiny_en = {**HPARAMS, "n_audio_state": 384, "n_text_state": 384, "n_audio_head": 6,
+               "n_text_head": 6, "n_audio_layer": 4, "n_text_layer": 4}  # fmt: skip
+    reference = json.loads((TINY_EN / "generation_config.json").read_text())["alignment_heads"]
+    assert alignment_heads(tiny_en) == reference
+    assert alignment_heads({**tiny_en, "n_vocab": 51865}) not in (None, reference)  # tiny
+    turbo = {**tiny_en, "n_audio_state": 1280, "n_text_state": 1280, "n_audio_layer": 32,
+             "n_text_layer": 4, "n_vocab": 51866, "n_mels": 128}  # fmt: skip
+    assert alignment_heads(turbo) is None  # CTranslate2's default
+    assert alignment_heads(HPARAMS) is None  # not an OpenAI shape

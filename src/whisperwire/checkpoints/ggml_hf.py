@@ -21,6 +21,10 @@ from whisperwire.checkpoints.ggml import N_VOCAB_ENGLISH, N_VOCAB_MAX, GgmlModel
 from whisperwire.checkpoints.ggml_vocab import build_tokenizer_json
 
 ATTENTION = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
+# OpenAI's model sizes by (layers, n_state); a file of one of these shapes takes that model's
+# alignment heads (the attention heads word timestamps follow), as a fine-tune keeps its base's.
+SIZES = {(4, 384): "tiny", (6, 512): "base", (12, 768): "small", (24, 1024): "medium",
+         (32, 1280): "large-v2"}  # fmt: skip
 
 
 def expected_tensors(
@@ -170,14 +174,35 @@ def _configs(hp: dict[str, int], tokenizer: dict[str, Any], ffn: int) -> tuple[d
         **tokens,
     }
     languages = {t: i for t, i in ids.items() if sot < i < ids["<|translate|>"]}
+    heads = alignment_heads(hp)
     generation = {
         **tokens,
+        **({"alignment_heads": heads} if heads else {}),
         "is_multilingual": multilingual,
         "no_timestamps_token_id": ids["<|notimestamps|>"],
         "max_length": hp["n_text_ctx"],
         **({"lang_to_id": languages} if multilingual else {}),
     }
     return config, generation
+
+
+def alignment_heads(hp: dict[str, int]) -> list[list[int]] | None:
+    """The alignment heads of the OpenAI model of this shape, from CTranslate2's converter's
+    table (large-v1 and v2 have one shape: v2's), else None: CTranslate2's default then, the
+    heads of the decoder's last half (large-v3-turbo, distilled and other shapes)."""
+    size = SIZES.get((hp["n_text_layer"], hp["n_text_state"]))
+    if size is None or hp["n_audio_layer"] != hp["n_text_layer"]:
+        return None
+    if hp["n_vocab"] == N_VOCAB_ENGLISH:
+        name = f"{size}.en" if size != "large-v2" else None
+    else:
+        name = "large-v3" if hp["n_mels"] == 128 and size == "large-v2" else size
+    try:  # a private table; without it (a future CTranslate2), the default heads
+        from ctranslate2.converters.transformers import _WHISPER_ALIGNMENT_HEADS as table
+    except ImportError:
+        return None
+    heads = table.get(f"openai/whisper-{name}") if name else None
+    return [list(pair) for pair in heads] if heads else None
 
 
 def _non_speech_tokens(tokenizer: dict[str, Any], multilingual: bool) -> list[int]:
