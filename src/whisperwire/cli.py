@@ -191,6 +191,8 @@ def run_serve(settings: Settings) -> int:
             name = "certfile" if exc.which == "cert" else "keyfile"
             raise UsageError(f"{source(name)}: {exc}") from None
     flag = source("checkpoint" if settings.checkpoint else "model")
+    if settings.checkpoint and Path(settings.checkpoint).is_file():
+        raise UsageError(f"{flag}: {settings.checkpoint} is a file (a ggml model file? use -m)")
     if settings.checkpoint and not Path(settings.checkpoint).is_dir():
         raise UsageError(f"{flag}: directory {settings.checkpoint} does not exist")
     try:

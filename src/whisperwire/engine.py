@@ -48,7 +48,7 @@ class ModelError(Exception):
 class ModelSource:
     """Where the weights come from: a local CTranslate2 dir, a HF checkpoint, or a hub name."""
 
-    kind: str  # "bundled" | "local" | "checkpoint" | "hub"
+    kind: str  # "bundled" | "local" | "checkpoint" | "ggml" | "hub"
     location: str
 
 
@@ -69,8 +69,8 @@ def resolve_model(name: str | None) -> ModelSource:
         return ModelSource("bundled", str(bundled_model_path()))
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ModelError(f"model path {name} is a file; expected a model directory")
+        if not path.is_dir():  # a whisper.cpp ggml file, or an error naming what it is not
+            return ModelSource("ggml", str(path))
         if (path / "model.bin").is_file():
             return ModelSource("local", str(path))
         if (path / "config.json").is_file():
@@ -135,6 +135,14 @@ class Engine:
         self.source = source
         self.options = options
         location = source.location
+        if source.kind == "ggml":
+            from whisperwire import checkpoints
+
+            location = str(
+                checkpoints.prepare_ggml(
+                    location, cache_dir=options.cache_dir, compute_type=options.compute_type
+                )
+            )
         if source.kind == "checkpoint":
             from whisperwire import checkpoints
 
@@ -166,7 +174,7 @@ class Engine:
         self.languages: frozenset[str] = (
             frozenset(self.model.supported_languages) if self.multilingual else frozenset({"en"})
         )
-        if source.kind == "checkpoint" and self.multilingual:
+        if source.kind in ("checkpoint", "ggml") and self.multilingual:
             from whisperwire.checkpoints import checkpoint_languages
 
             known = checkpoint_languages(location, multilingual=True)

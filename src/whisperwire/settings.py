@@ -106,8 +106,8 @@ class ModelOptions(Group):
 
     model: str | None = option(None, "-m", "--model")
     """faster-whisper model name (tiny.en, base, small, large-v3-turbo, org/repo: fetched from the
-    hub where there is internet), a local CTranslate2 directory, or a Hugging Face Whisper
-    checkpoint directory; default: the bundled tiny.en"""
+    hub where there is internet), a local CTranslate2 directory, a Hugging Face Whisper
+    checkpoint directory or a whisper.cpp ggml file (.bin); default: the bundled tiny.en"""
     checkpoint: str | None = option(None, "--checkpoint")
     """a fine-tuned Hugging Face Whisper checkpoint directory (same as -m DIR)"""
     threads: int = option(0, "-t", "--threads", between=(0, 256))

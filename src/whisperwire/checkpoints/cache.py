@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ from whisperwire.checkpoints.conversion import (
     quantization_for,
 )
 from whisperwire.checkpoints.errors import CheckpointError, reason
+from whisperwire.checkpoints.ggml import read_ggml
+from whisperwire.checkpoints.ggml_hf import check_shape, write_checkpoint
 from whisperwire.checkpoints.inspection import Checkpoint, inspect_checkpoint
 
 logger = logging.getLogger("whisperwire.checkpoints")
@@ -97,6 +100,70 @@ def prepare_checkpoint(
             return target
         _discard_leftovers(target, log)
         convert(checkpoint, target, quantization, key, factory, log)
+    return target
+
+
+GGML_RECIPE_VERSION = 1
+"""Part of a ggml file's cache key: bump it when the ggml -> checkpoint step changes."""
+
+
+def prepare_ggml(
+    path: StrPath,
+    *,
+    cache_dir: StrPath | None = None,
+    compute_type: str = "int8",
+    log: logging.Logger | None = None,
+    converter: ConverterFactory | None = None,
+) -> Path:
+    """Check a whisper.cpp ggml model file, convert it once, return the CTranslate2 directory.
+
+    The file is read (quantized tensors dequantized), written as a Hugging Face checkpoint in a
+    work directory of the cache and converted like any checkpoint; the result is cached under a
+    key made from the file's content. Raises :class:`CheckpointError`.
+    """
+    log = log or logger
+    quantization = quantization_for(compute_type)
+    source = Path(path).expanduser()
+    model = read_ggml(source)  # the header, vocabulary and tensor table; fails fast
+    check_shape(model)
+    started = time.monotonic()
+    digest = hashlib.sha256()
+    recipe = {"recipe": RECIPE_VERSION, "ggml": GGML_RECIPE_VERSION,
+              "ctranslate2": ctranslate2.__version__, "q": quantization}  # fmt: skip
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    digest.update(_file_digest(source).encode())
+    key = digest.hexdigest()
+    log.debug("hashed %s in %.2f s", source, time.monotonic() - started)
+
+    cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()).absolute()
+    target = cache / f"whisper-ggml-{quantization}-{key[:24]}"
+    if _is_complete(target):
+        log.info("ggml file %s: using the cached conversion %s", source, target)
+        return target
+    factory = converter if converter is not None else default_converter()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the checkpoint cache {cache}: {exc}") from exc
+    with _exclusive(cache / f"{target.name}.lock", log):
+        if _is_complete(target):
+            log.info("ggml file %s: converted meanwhile by another process: %s", source, target)
+            return target
+        _discard_leftovers(target, log)
+        work = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=cache))
+        try:
+            started = time.monotonic()
+            log.info(
+                "converting ggml file %s (%s) to a Hugging Face checkpoint",
+                source,
+                "/".join(sorted(model.types())),
+            )
+            write_checkpoint(model, work / "checkpoint", log)
+            log.info("read and dequantized %s in %.1f s", source, time.monotonic() - started)
+            checkpoint = inspect_checkpoint(work / "checkpoint", None, log)
+            convert(checkpoint, target, quantization, key, factory, log, source=source)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 

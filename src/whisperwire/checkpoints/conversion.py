@@ -77,7 +77,11 @@ def convert(
     key: str,
     factory: ConverterFactory,
     log: logging.Logger,
+    source: Path | None = None,
 ) -> None:
+    """Convert ``checkpoint`` into ``target``; ``source`` names what the checkpoint was made
+    from (a ggml file) in the log and the marker, when not the checkpoint directory itself."""
+    origin = source if source is not None else checkpoint.root
     work = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
     try:
         staged = work / "checkpoint"
@@ -102,7 +106,7 @@ def convert(
 
         log.info(
             "converting %s to CTranslate2 (%s); this happens once per checkpoint",
-            checkpoint.root,
+            origin,
             quantization,
         )
         started = time.monotonic()
@@ -114,7 +118,7 @@ def convert(
         _complete_lang_ids(output, staged)
         _sync_files(output)
         marker = {
-            "source": str(checkpoint.root.resolve()),
+            "source": str(origin.resolve()),
             "quantization": quantization,
             "ctranslate2": ctranslate2.__version__,
             "recipe": RECIPE_VERSION,
@@ -128,13 +132,13 @@ def convert(
             os.fsync(fh.fileno())
         os.rename(output, target)
         _sync_files(target.parent, directory_only=True)
-        log.info("converted %s in %.1f s into %s", checkpoint.root, seconds, target)
+        log.info("converted %s in %.1f s into %s", origin, seconds, target)
     except CheckpointError:
         raise
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"converting {checkpoint.root} failed: {type(exc).__name__}: {first_line}"
+            f"converting {origin} failed: {type(exc).__name__}: {first_line}"
         ) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
