@@ -8,8 +8,8 @@ vocabulary (int32 count, then per token an int32 length and its bytes); then the
 end of the file: int32 n_dims, int32 name length, int32 type, n_dims int32 sizes (fastest first),
 the name, the data. Tensor names are OpenAI Whisper's (``encoder.blocks.0.attn.query.weight``).
 
-Quantized tensors hold blocks of 32 weights along a row, ggml's formats; they are dequantized
-here with numpy (into float16: every weight type whisperwire serves at is float16 or coarser).
+Quantized tensors hold blocks of 32 weights along a row, ggml's formats; the `gguf` package
+dequantizes them (into float16: every weight type whisperwire serves at is float16 or coarser).
 """
 
 from __future__ import annotations
@@ -178,24 +178,9 @@ def _tensors(reader: _Reader) -> Iterator[GgmlTensor]:
 
 
 def dequantize(ttype: int, data: memoryview | bytes) -> np.ndarray:
-    """ggml blocks of 32 weights -> a flat float16 array."""
+    """ggml blocks of 32 weights -> a flat float16 array (the `gguf` package's numpy code)."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as blocks_to_floats
+
     raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, BLOCK_BYTES[ttype])
-    scale = raw[:, 0:2].copy().view("<f2").astype(np.float32)  # (blocks, 1)
-    if ttype == Q8_0:
-        values = raw[:, 2:].copy().view(np.int8).astype(np.float32)
-        return (values * scale).astype(np.float16).reshape(-1)
-    offset = raw[:, 2:4].copy().view("<f2").astype(np.float32) if ttype in (Q4_1, Q5_1) else None
-    start = 4 if ttype in (Q4_1, Q5_1) else 2
-    high_bits = None
-    if ttype in (Q5_0, Q5_1):
-        qh = raw[:, start : start + 4].copy().view("<u4")  # (blocks, 1): bit j is weight j's 5th
-        high_bits = ((qh >> np.arange(QK, dtype=np.uint32)) & 1).astype(np.uint8) << 4
-        start += 4
-    qs = raw[:, start : start + QK // 2]
-    values = np.concatenate([qs & 0x0F, qs >> 4], axis=1)  # weights 0-15, then 16-31
-    if high_bits is not None:
-        values = values | high_bits
-    if offset is None:  # symmetric: zero at 8 (4 bits) or 16 (5 bits)
-        centred = values.astype(np.float32) - (16.0 if high_bits is not None else 8.0)
-        return (centred * scale).astype(np.float16).reshape(-1)
-    return (values.astype(np.float32) * scale + offset).astype(np.float16).reshape(-1)
+    return blocks_to_floats(raw, GGMLQuantizationType(ttype)).astype(np.float16).reshape(-1)
