@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ctranslate2
@@ -83,23 +83,30 @@ def prepare_checkpoint(
 
     cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()).absolute()
     target = cache / f"whisper-{quantization}-{key[:24]}"
-    if _is_complete(target):
-        log.info("checkpoint %s: using the cached conversion %s", checkpoint.root, target)
-        return target
 
-    factory = converter if converter is not None else default_converter()
+    def make() -> None:
+        factory = converter if converter is not None else default_converter()
+        convert(checkpoint, target, quantization, key, factory, log)
+
+    return _convert_once(target, f"checkpoint {checkpoint.root}", make, log)
+
+
+def _convert_once(target: Path, what: str, make: Callable[[], None], log: logging.Logger) -> Path:
+    """`target` from the cache, or made there by `make` under the cache's lock for it (one
+    process converts; the others wait and take its result)."""
+    if _is_complete(target):
+        log.info("%s: using the cached conversion %s", what, target)
+        return target
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"cannot create the checkpoint cache {cache}: {exc}") from exc
-    with _exclusive(cache / f"{target.name}.lock", log):
+        raise CheckpointError(f"cannot create the checkpoint cache {target.parent}: {exc}") from exc
+    with _exclusive(target.parent / f"{target.name}.lock", log):
         if _is_complete(target):
-            log.info(
-                "checkpoint %s: converted meanwhile by another process: %s", checkpoint.root, target
-            )
+            log.info("%s: converted meanwhile by another process: %s", what, target)
             return target
         _discard_leftovers(target, log)
-        convert(checkpoint, target, quantization, key, factory, log)
+        make()
     return target
 
 
@@ -137,19 +144,9 @@ def prepare_ggml(
 
     cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()).absolute()
     target = cache / f"whisper-ggml-{quantization}-{key[:24]}"
-    if _is_complete(target):
-        log.info("ggml file %s: using the cached conversion %s", source, target)
-        return target
-    factory = converter if converter is not None else default_converter()
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot create the checkpoint cache {cache}: {exc}") from exc
-    with _exclusive(cache / f"{target.name}.lock", log):
-        if _is_complete(target):
-            log.info("ggml file %s: converted meanwhile by another process: %s", source, target)
-            return target
-        _discard_leftovers(target, log)
+
+    def make() -> None:
+        factory = converter if converter is not None else default_converter()
         work = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=cache))
         try:
             started = time.monotonic()
@@ -164,7 +161,8 @@ def prepare_ggml(
             convert(checkpoint, target, quantization, key, factory, log, source=source)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return target
+
+    return _convert_once(target, f"ggml file {source}", make, log)
 
 
 def _cache_key(checkpoint: Checkpoint, quantization: str) -> str:
