@@ -161,8 +161,9 @@ class Policy:
 
     def set_options(self, language: str | None, task: str) -> None:
         """Settings for audio decoded from now on (`config` message)."""
-        if language != self.language:
+        if language != self.language:  # what was heard before is no context for what follows
             self._choice.reset()
+            self._last_region_end = None
         self.language = language
         self.task = task
 

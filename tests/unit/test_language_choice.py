@@ -32,8 +32,15 @@ class Detecting(FakeWhisper):
         return Hypothesis(words, heard, probability)
 
 
-def run(policy: Policy, fake: FakeWhisper, duration: float, speech: list[tuple[float, float]]):
-    """Real-time feeding in 0.1 s frames, a decode whenever the policy asks, then finish."""
+def run(
+    policy: Policy,
+    fake: FakeWhisper,
+    duration: float,
+    speech: list[tuple[float, float]],
+    switch: tuple[float, str] | None = None,
+) -> list:
+    """Real-time feeding in 0.1 s frames, a decode whenever the policy asks, then finish;
+    `switch`: (time, language) of a `config` message."""
     probs = vad_probs(duration, speech)
     samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
     per_frame = int(0.1 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
@@ -46,6 +53,9 @@ def run(policy: Policy, fake: FakeWhisper, duration: float, speech: list[tuple[f
             events.extend(policy.events())
 
     for start in range(0, len(samples), per_frame):
+        if switch is not None and start >= switch[0] * SAMPLE_RATE:
+            policy.set_options(switch[1], "transcribe")
+            switch = None
         chunk = samples[start : start + per_frame]
         policy.feed(chunk, probs[start // VAD_CHUNK : (start + len(chunk)) // VAD_CHUNK])
         drain()
@@ -138,3 +148,17 @@ def test_a_detecting_decode_that_disagrees_with_the_fixed_language_is_not_commit
     assert choice.observe(None, Hypothesis([], "de", 0.99), 3.0, last=False)
     assert choice.observe("de", Hypothesis([], "de"), 3.0, last=True)
     assert not choice.observe("fr", Hypothesis([], "fr"), 3.0, last=True)
+
+
+@pytest.mark.parametrize("switch", [None, "fr"])
+def test_a_new_language_does_not_take_the_audio_before_it_as_context(switch: str | None) -> None:
+    policy = Policy(language="de")
+    spoken = script(["eins", "zwei", "drei"], 0.5) + script(["un", "deux", "trois"], 3.0)
+    fake = FakeWhisper(spoken, unstable_tail=False)
+    events = run(policy, fake, 6.0, [(0.5, 1.7), (3.0, 4.2)], (2.5, switch or "de"))
+    assert " ".join(f.text for f in finals(events)) == "eins zwei drei un deux trois"
+    second = [r for r in fake.requests if r.offset + len(r.audio) / SAMPLE_RATE > 3.0]
+    if switch is None:  # the region 1.3 s before stays in the window, as context
+        assert min(r.offset for r in second) < 1.0
+    else:
+        assert min(r.offset for r in second) > 2.0 and {r.language for r in second} == {"fr"}
