@@ -122,6 +122,7 @@ class Policy:
         self._choice = LanguageChoice(
             cfg.language_min_s, cfg.language_probability, cfg.language_enough_s
         )  # language=None: the region's language, once detected on enough audio
+        self._thorough = False  # the next update is a "commit" (words waited for the language)
         # requests in flight: id -> (end of its window, _last_request_end before it)
         self._in_flight: dict[int, tuple[int, int]] = {}
         self._applied_id = -1  # the newest request applied
@@ -225,7 +226,8 @@ class Policy:
         else:
             if avail_end - self._last_request_end < int(self.step_s * SAMPLE_RATE):
                 return None
-            end, kind = avail_end, "commit" if self._stalled(avail_end) else "partial"
+            thorough = self._thorough or self._stalled(avail_end)
+            end, kind = avail_end, "commit" if thorough else "partial"
         audio = self._audio.window(self._win_start, end)
         request = DecodeRequest(
             id=self._next_id,
@@ -269,6 +271,7 @@ class Policy:
         window_end = request.offset + len(request.audio) / SAMPLE_RATE
         new = self._new_words(hypothesis, request.offset)
         last = request.kind in ("final", "cap")
+        fixing = self._choice.region is None and request.language is None and not last
         if self.language is None and not self._choice.observe(  # language=auto
             request.language, hypothesis, len(request.audio) / SAMPLE_RATE, last
         ):
@@ -277,6 +280,9 @@ class Policy:
             else:  # provisional: shown, never committed
                 self._tail = new
                 self._emit_partial(window_end)
+        elif fixing:  # the words that waited are committed by a thorough decode in it
+            self._tail, self._thorough = new, True
+            self._emit_partial(window_end)
         elif request.kind == "final":
             self._commit(new)
             ended_by, made = self._region_end_kind(), self._segment_id
@@ -291,6 +297,7 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             if request.kind == "commit":
+                self._thorough = False
                 agreed = ending_by(new, window_end - self.config.guard_s)
             elif self.config.commit == "one-pass":
                 cfg = self.config
@@ -342,6 +349,7 @@ class Policy:
         self._region = None
         self._tail = []
         self._choice.end_region()
+        self._thorough = False
         self._last_partial = None
         self._last_region_end = region.end
         spoke = self._final_words and self._final_end * SAMPLE_RATE > region.start

@@ -56,7 +56,7 @@ class PolicyConfig:
     # fixed by the first decode of at least `language_min_s` of audio that detects it with
     # probability `language_probability`, or of at least `language_enough_s` whatever the
     # probability. On 40 FLEURS clips (de, fr, es, pt) the `base` model detected a wrong one on
-    # 1-2 s (mostly "en", p 0.4-0.6; once p 0.78), every one right on 6 s (p 0.87-1.0).
+    # 1-2 s (mostly "en", p 0.4-0.6; once p 0.78), every one right on 6 s (p 0.86-1.0).
     language_min_s: float = 2.0
     language_probability: float = 0.9
     language_enough_s: float = 6.0

@@ -92,6 +92,8 @@ def test_nothing_is_committed_before_the_language_is_fixed_on_enough_audio() -> 
     detecting = [r for r in fake.requests if r.language is None]
     assert detecting and all(len(r.audio) / SAMPLE_RATE < 3.0 + 0.6 for r in detecting)
     assert all(r.language == "de" for r in fake.requests[len(detecting) :])
+    # the words that waited are committed by a thorough decode in the language fixed
+    assert fake.requests[len(detecting)].kind == "commit"
     # the provisional words were shown as partials, never as stable ones
     early = [e for e in events if isinstance(e, Partial) and "the" in e.text.split()]
     assert early and all(e.stable == "" for e in early)
