@@ -174,8 +174,10 @@ def stream(
     realtime: bool = False,
     query: str = "",
     timeout: float = 600,
+    speed: float = 1.0,
 ) -> StreamResult:
-    """Stream PCM in frames, send `end`, collect every message until the server closes."""
+    """Stream PCM in frames, send `end`, collect every message until the server closes.
+    `realtime`: paced at `speed` times real time."""
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
@@ -189,7 +191,7 @@ def stream(
         started = time.monotonic()
         for i, start in enumerate(range(0, len(samples), frame)):
             if realtime:
-                delay = started + i * frame_s - time.monotonic()
+                delay = started + i * frame_s / speed - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
             ws.send(pcm(samples[start : start + frame], encoding))

@@ -300,7 +300,7 @@ class Engine:
             for index, segment in enumerate(segments)
             for w in (segment.words or [])
         ]
-        return Hypothesis(words, info.language)
+        return Hypothesis(words, info.language, info.language_probability)
 
     def has_speech(self, audio: np.ndarray) -> bool:
         """Does Silero hear any speech in `audio`? Clips skip the pieces that hold none."""

@@ -26,6 +26,8 @@ How text becomes final:
 * **Long speech without pauses**: the window is trimmed at the end of the last final word
   once it exceeds `trim_s`, and a window never exceeds `max_window_s` (a forced commit at
   Whisper's segment boundary), so no decode goes past Whisper's 30 s.
+* **Language** (`language` None): detected on each window until it is fixed for the region
+  on enough audio; nothing is committed before (`language_choice.py`).
 * **Catch-up.** Requests always cover all audio that has arrived, so a client that sends
   faster than real time (or a machine that falls behind) gets fewer, larger decodes; a
   region whose end is already known is decoded once, as a final, together with the regions
@@ -42,6 +44,7 @@ from typing import Literal
 import numpy as np
 
 from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
+from whisperwire.language_choice import LanguageChoice
 from whisperwire.policy_config import PolicyConfig
 from whisperwire.policy_events import (
     Ended,
@@ -58,6 +61,7 @@ from whisperwire.words import (
     Hypothesis,
     Word,
     common_prefix,
+    confident_prefix,
     ending_by,
     join_words,
     seam,
@@ -116,7 +120,11 @@ class Policy:
         self._last_region_end: int | None = None
         self._tail: list[Word] = []  # previous hypothesis beyond the committed words
         self._recent: list[Word] = []  # last committed words, for de-duplication
-        self._region_language: str | None = None
+        cfg = self.config
+        self._choice = LanguageChoice(
+            cfg.language_min_s, cfg.language_probability, cfg.language_enough_s
+        )  # language=None: the region's language, once detected on enough audio
+        self._thorough = False  # the next update is a "commit" (words waited for the language)
         # requests in flight: id -> (end of its window, _last_request_end before it)
         self._in_flight: dict[int, tuple[int, int]] = {}
         self._applied_id = -1  # the newest request applied
@@ -156,6 +164,9 @@ class Policy:
 
     def set_options(self, language: str | None, task: str) -> None:
         """Settings for audio decoded from now on (`config` message)."""
+        if language != self.language:  # what was heard before is no context for what follows
+            self._choice.reset()
+            self._last_region_end = None
         self.language = language
         self.task = task
 
@@ -218,14 +229,15 @@ class Policy:
         else:
             if avail_end - self._last_request_end < int(self.step_s * SAMPLE_RATE):
                 return None
-            end, kind = avail_end, "commit" if self._stalled(avail_end) else "partial"
+            thorough = self._thorough or self._stalled(avail_end)
+            end, kind = avail_end, "commit" if thorough else "partial"
         audio = self._audio.window(self._win_start, end)
         request = DecodeRequest(
             id=self._next_id,
             audio=audio,
             offset=self._win_start / SAMPLE_RATE,
             prompt=self._prompt(),
-            language=self._region_language or self.language,
+            language=self._language,
             task=self.task,
             kind=kind,  # type: ignore[arg-type]
         )
@@ -259,11 +271,22 @@ class Policy:
             self._advance()
             return
         self._applied_id = request.id
-        if self._region_language is None and self.language is None:
-            self._region_language = hypothesis.language
         window_end = request.offset + len(request.audio) / SAMPLE_RATE
         new = self._new_words(hypothesis, request.offset)
-        if request.kind == "final":
+        last = request.kind in ("final", "cap")
+        fixing = self._choice.region is None and request.language is None and not last
+        if self.language is None and not self._choice.observe(  # language=auto
+            request.language, hypothesis, len(request.audio) / SAMPLE_RATE, last
+        ):
+            if last:  # decoded again, in the session's language
+                self._last_request_end = self._win_start
+            else:  # provisional: shown, never committed
+                self._tail = new
+                self._emit_partial(window_end)
+        elif fixing:  # the words that waited are committed by a thorough decode in it
+            self._tail, self._thorough = new, True
+            self._emit_partial(window_end)
+        elif request.kind == "final":
             self._commit(new)
             ended_by, made = self._region_end_kind(), self._segment_id
             self._finalize(len(self._held), ended_by)
@@ -277,9 +300,13 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             if request.kind == "commit":
+                self._thorough = False
                 agreed = ending_by(new, window_end - self.config.guard_s)
             elif self.config.commit == "one-pass":
-                agreed = self._confident_prefix(new, window_end)
+                cfg = self.config
+                agreed = confident_prefix(
+                    new, window_end, cfg.guard_s, cfg.min_probability, cfg.max_age_s
+                )
             else:
                 agreed = common_prefix(self._tail, new)
             if agreed and not self._held:
@@ -324,7 +351,8 @@ class Policy:
         self.endpointer.regions.popleft()
         self._region = None
         self._tail = []
-        self._region_language = None
+        self._choice.end_region()
+        self._thorough = False
         self._last_partial = None
         self._last_region_end = region.end
         spoke = self._final_words and self._final_end * SAMPLE_RATE > region.start
@@ -353,6 +381,11 @@ class Policy:
             region.voiced += after.voiced
             del regions[1]
 
+    @property
+    def _language(self) -> str | None:
+        """The language to decode the region in (None: detect)."""
+        return self.language if self.language is not None else self._choice.region
+
     def _region_end_kind(self) -> Literal["pause", "flush", "end"]:
         """What ended the region being finalised: a pause, or the first marker after it."""
         region = self._region
@@ -379,22 +412,6 @@ class Policy:
             if w.text.strip()
         ]
         return words[seam(words, self._committed_end, self._recent) :]
-
-    def _confident_prefix(self, words: list[Word], window_end: float) -> int:
-        """One-pass commit: the leading words that end `guard_s` before the audio decoded
-        ends and that Whisper gave at least `min_probability`. Whisper revises a word when
-        more audio follows it closely; one that ends well before the window's end, said with
-        confidence, rarely changes (the idea of AlignAtt, with CTranslate2's word times)."""
-        cfg = self.config
-        n = 0
-        for word in words:
-            age = window_end - word.end
-            old = 0 < cfg.max_age_s <= age
-            sure = word.probability >= cfg.min_probability or old
-            if age < cfg.guard_s or not sure:
-                break
-            n += 1
-        return n
 
     def _stalled(self, avail_end: int) -> bool:
         """Has an unsure word held the open words back for `stall_s` (one-pass)?"""
@@ -450,7 +467,7 @@ class Policy:
         text = join_words(words)
         if not text:
             return
-        language = self._region_language or self.language
+        language = self._language
         self._events.append(
             Final(
                 *(self._segment_id, text, words[0].start, words[-1].end, language, words),

@@ -21,6 +21,7 @@ class Word:
 class Hypothesis:
     words: list[Word]  # times relative to the start of the request's audio
     language: str | None = None
+    language_probability: float = 1.0  # Whisper's, where it detected the language
 
 
 def norm(text: str) -> str:
@@ -85,3 +86,21 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
         if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
             best, best_score = k, score
     return best
+
+
+def confident_prefix(
+    words: list[Word], window_end: float, guard_s: float, min_probability: float, max_age_s: float
+) -> int:
+    """One-pass commit: the leading words that end `guard_s` before the audio decoded ends
+    (`window_end`) and that Whisper gave at least `min_probability` (or, with `max_age_s` > 0,
+    that are that old). Whisper revises a word when more audio follows it closely; one that
+    ends well before the window's end, said with confidence, rarely changes (the idea of
+    AlignAtt, with CTranslate2's word times)."""
+    n = 0
+    for word in words:
+        age = window_end - word.end
+        sure = word.probability >= min_probability or 0 < max_age_s <= age
+        if age < guard_s or not sure:
+            break
+        n += 1
+    return n

@@ -329,11 +329,14 @@ def test_detected_language_is_reported_and_reused_within_a_region() -> None:
             return Hypothesis(super().__call__(request).words, "de")
 
     policy = Policy(language=None)
-    fake = German(script(["eins", "zwei", "drei", "vier"], 0.5), unstable_tail=False)
-    events = run(policy, fake, 4.0, [(0.5, 2.1)])
+    spoken = script(["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben"], 0.5)
+    fake = German(spoken, unstable_tail=False)
+    events = run(policy, fake, 5.0, [(0.5, 3.3)])
     assert {e.language for e in events if isinstance(e, Final)} == {"de"}
-    assert fake.requests[0].language is None
-    assert all(r.language == "de" for r in fake.requests[1:])
+    # detected on each window until one of `language_min_s` fixes it, then reused
+    detecting = [r for r in fake.requests if r.language is None]
+    assert len(detecting) >= 2 and len(detecting[-1].audio) >= 2.0 * SAMPLE_RATE
+    assert all(r.language == "de" for r in fake.requests[len(detecting) :])
 
 
 def test_final_times_never_go_back_even_when_decodes_disagree_on_timestamps() -> None:
