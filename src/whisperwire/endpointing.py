@@ -79,6 +79,23 @@ class Endpointer:
             earliest = min(earliest, self._blip[0])
         return max(0, earliest)
 
+    def join_next(self, started_by: int, barriers: list[int]) -> None:
+        """Join to the first region, closed by a pause, the next ones that follow it within
+        `context_gap_s` and started by sample `started_by`, unless a barrier (a flush's
+        sample) lies in the pause between: they are then decoded as one region."""
+        regions, gap = self.regions, int(self.cfg.context_gap_s * SAMPLE_RATE)
+        while len(regions) > 1 and regions[0].end is not None and not regions[0].forced:
+            region, after = regions[0], regions[1]
+            end = region.end
+            assert end is not None
+            if not after.confirmed or after.start - end > gap or after.start > started_by:
+                return
+            if any(end <= at <= after.start for at in barriers):
+                return
+            region.end, region.forced = after.end, after.forced
+            region.voiced += after.voiced
+            del regions[1]
+
     def force_end(self, at: int) -> None:
         """Close any open region at `at` (flush / end of stream).
 

@@ -47,6 +47,7 @@ from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.language_choice import LanguageChoice
 from whisperwire.policy_config import PolicyConfig
 from whisperwire.policy_events import (
+    DecodeRequest,
     Ended,
     Event,
     Final,
@@ -66,22 +67,6 @@ from whisperwire.words import (
     join_words,
     seam,
 )
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class DecodeRequest:
-    id: int
-    audio: np.ndarray
-    offset: float  # session time of audio[0], seconds
-    prompt: str
-    language: str | None  # None: detect
-    task: str
-    # partial: an update (greedy); commit: an update that also settles stalled words (beam);
-    # final: a closed region's rest; cap: a full window
-    kind: Literal["partial", "commit", "final", "cap"]
-
 
 PHRASE_END = re.compile(r"[.,?!;:]$")
 # A backlog this long behind the start of the next region: not live (see `_bridge`).
@@ -362,24 +347,14 @@ class Policy:
         self._discard_unneeded()
 
     def _bridge(self) -> None:
-        """Catch-up: a closed region whose next one has already arrived, after a pause of at
-        most `context_gap_s`, is decoded with it as one region, when that next region began
-        `BEHIND_S` before the newest audio (a client sending faster than real time, or a server
-        far behind): Whisper gets full windows across short pauses, as offline decoding does,
-        not a window per utterance; the pause ends no region. Live, nothing changes."""
-        region, regions = self._region, self.endpointer.regions
-        gap = int(self.config.context_gap_s * SAMPLE_RATE)
-        while region is not None and region.end is not None and not region.forced:
-            after = regions[1] if len(regions) > 1 else None
-            if after is None or not after.confirmed or after.start - region.end > gap:
-                return
-            if self._total - after.start < BEHIND_S * SAMPLE_RATE or any(
-                region.end <= m.at <= after.start for m in self._markers
-            ):
-                return
-            region.end, region.forced = after.end, after.forced
-            region.voiced += after.voiced
-            del regions[1]
+        """Catch-up: a closed region and the regions that already follow it after short
+        pauses are decoded as one (`Endpointer.join_next`): Whisper gets full windows across
+        the pauses, as offline decoding does, not a window per utterance. Only `BEHIND_S`
+        behind the newest audio (a client sending faster than real time, or a server far
+        behind), and never across a flush: live, nothing changes."""
+        barriers = [m.at for m in self._markers]
+        behind = int(BEHIND_S * SAMPLE_RATE)
+        self.endpointer.join_next(self._total - behind, barriers)
 
     @property
     def _language(self) -> str | None:

@@ -1,10 +1,27 @@
-"""What the streaming policy says (`Policy.events()`): text, regions, flushes, the end."""
+"""What the streaming policy asks (`DecodeRequest`) and says (`Policy.events()`: text, regions,
+flushes, the end)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
 
 from whisperwire.words import Word
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    id: int
+    audio: np.ndarray
+    offset: float  # session time of audio[0], seconds
+    prompt: str
+    language: str | None  # None: detect
+    task: str
+    # partial: an update (greedy); commit: an update that also settles stalled words (beam);
+    # final: a closed region's rest; cap: a full window
+    kind: Literal["partial", "commit", "final", "cap"]
 
 
 @dataclass(frozen=True)
