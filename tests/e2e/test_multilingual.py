@@ -213,3 +213,28 @@ def test_a_config_message_switches_the_language_mid_session(base_server: Server)
     assert [languages for languages, _ in heard] == [{"de"}, {"fr"}, {"es"}], heard
     for (_, (_, reference)), (_, text) in zip(parts, heard, strict=True):
         assert basic_wer([reference], [text]) <= 0.5, text
+
+
+def picovoice() -> list[tuple[Path, str, str]]:
+    """Picovoice's Leopard test sentences: (path, language, reference)."""
+    root = audio_root() / "picovoice"
+    rows = [line.split("\t") for line in (root / "sources.tsv").read_text().splitlines()[1:]]
+    texts = transcripts("picovoice")
+    return [(root / r[0], r[1], texts[r[0]]) for r in rows if r[0].startswith("leopard_test")]
+
+
+def test_picovoice_sentences_as_clips_report_their_language(base_server: Server) -> None:
+    """One sentence each of en, es, de, fr, it, pt, ja and ko, sent as clips with no language:
+    each reports its own, and the Latin-script ones are transcribed (basic-normalised WER)."""
+    clips = picovoice()
+    assert {language for _, language, _ in clips} >= {"en", "de", "fr", "es", "pt", "ja", "ko"}
+    heard = []
+    with session(base_server.url) as ws:
+        recv_json(ws)
+        for path, language, reference in clips:
+            reply = transcribe_clip(ws, path.read_bytes(), path.stem)
+            heard.append((language, reply["language"], reply["transcription"]))
+            if language not in ("ja", "ko"):
+                assert basic_wer([reference], [reply["transcription"]]) <= 0.5, reply
+    print(heard)
+    assert [said for said, _, _ in heard] == [found for _, found, _ in heard], heard
