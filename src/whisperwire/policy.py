@@ -256,12 +256,12 @@ class Policy:
             self._advance()
             return
         self._applied_id = request.id
-        window_end = request.offset + len(request.audio) / SAMPLE_RATE
+        window_end = request.end
         new = self._new_words(hypothesis, request.offset)
         last = request.kind in ("final", "cap")
         fixing = self._choice.region is None and request.language is None and not last
         if self.language is None and not self._choice.observe(  # language=auto
-            request.language, hypothesis, len(request.audio) / SAMPLE_RATE, last
+            request.language, hypothesis, request.end - request.offset, last
         ):
             if last:  # decoded again, in the session's language
                 self._last_request_end = self._win_start

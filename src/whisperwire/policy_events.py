@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 
+from whisperwire.endpointing import SAMPLE_RATE
 from whisperwire.words import Word
 
 
@@ -22,6 +23,11 @@ class DecodeRequest:
     # partial: an update (greedy); commit: an update that also settles stalled words (beam);
     # final: a closed region's rest; cap: a full window
     kind: Literal["partial", "commit", "final", "cap"]
+
+    @property
+    def end(self) -> float:
+        """Session time of the window's end, seconds."""
+        return self.offset + len(self.audio) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from whisperwire import protocol as proto
-from whisperwire.audio import SAMPLE_RATE
 from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
@@ -242,7 +241,7 @@ class Session:
         try:
             frame = self.codec.receive_binary(data)
         except proto.ProtocolError as exc:
-            await self.send_error(exc.code, exc.message)
+            self._refuse(exc)
             return
         await self._feed(frame, self.last_heard)
 
@@ -270,8 +269,7 @@ class Session:
         try:
             message = self.codec.receive_text(text)
         except proto.ProtocolError as exc:
-            about = {k: v for k, v in (("param", exc.param), ("event_id", exc.event_id)) if v}
-            self.out.put(ev.Error(code=exc.code, message=exc.message, **about))
+            self._refuse(exc)
             if exc.clip is not None:  # a refused clip: its client is not left waiting
                 self.services.metrics.clip_requested()
                 await self.send(ev.ClipReady(audio_id=exc.clip or None))
@@ -376,10 +374,9 @@ class Session:
             except Exception:  # a bug of ours: said, with its words' time span, not hidden
                 ref = proto.incident()
                 log.exception("session %s: applying a decode failed [incident %s]", self.id, ref)
-                start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE
                 message = (
-                    f"the server failed on the transcript of {start:.2f}-{end:.2f} s "
-                    f"(incident {ref} in its log)"
+                    f"the server failed on the transcript of {request.offset:.2f}-"
+                    f"{request.end:.2f} s (incident {ref} in its log)"
                 )
                 self.out.put(ev.Error(code=proto.INTERNAL_ERROR, message=message))
         self._decoding.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -399,8 +396,8 @@ class Session:
         if request.kind in ("final", "cap"):  # the decodes whose audio is not decoded again
             self._final_failures += 1
         if self._final_failures >= DECODE_ATTEMPTS:
-            start, end = request.offset, request.offset + len(request.audio) / SAMPLE_RATE
-            lost = f"the audio from {start:.2f} s to {end:.2f} s could not be transcribed"
+            span = f"from {request.offset:.2f} s to {request.end:.2f} s"
+            lost = f"the audio {span} could not be transcribed"
             self.out.put(
                 ev.Error(code=code, message=f"{what}; {lost} after {DECODE_ATTEMPTS} attempts")
             )
@@ -480,6 +477,12 @@ class Session:
 
     async def send_error(self, code: str, message: str) -> None:
         self.out.put(ev.Error(code=code, message=message))
+
+    def _refuse(self, exc: proto.ProtocolError) -> None:
+        """A client frame the codec refused: its error, with the parameter and the client's
+        event id where the dialect names them (OpenAI Realtime)."""
+        about = {k: v for k, v in (("param", exc.param), ("event_id", exc.event_id)) if v}
+        self.out.put(ev.Error(code=exc.code, message=exc.message, **about))
 
     # ---- whole clips
 
