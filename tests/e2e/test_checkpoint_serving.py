@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 from checkpoint_models import build_multilingual
 from support import (
-    REPO,
     Server,
     audio_root,
     librispeech_clips,
@@ -28,16 +26,6 @@ from support import (
 pytest.importorskip("transformers", reason="needs the hf extra: pip install 'whisperwire[hf]'")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 torch = pytest.importorskip("torch")
-
-MODELS = Path(os.environ.get("WHISPERWIRE_TEST_MODELS", REPO.parent / "shared" / "models"))
-
-
-@pytest.fixture(scope="module")
-def tiny_en_hf() -> Path:
-    path = MODELS / "whisper-tiny.en-hf"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"no Hugging Face test checkpoint at {path} (set WHISPERWIRE_TEST_MODELS)")
-    return path
 
 
 @pytest.fixture(scope="module")

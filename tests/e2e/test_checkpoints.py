@@ -32,7 +32,6 @@ safetensors_torch = pytest.importorskip("safetensors.torch", reason=HF_EXTRA)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 AUDIO_ROOT = Path(os.environ.get("WHISPERWIRE_TEST_AUDIO", SHARED / "audio"))
-MODELS_ROOT = Path(os.environ.get("WHISPERWIRE_TEST_MODELS", SHARED / "models"))
 N_CLIPS = 10
 WER_TOLERANCE = 0.005
 
@@ -52,14 +51,6 @@ class Clip:
 class Result:
     hypotheses: list[str]
     wer: float
-
-
-@pytest.fixture(scope="session")
-def tiny_en_hf() -> Path:
-    path = MODELS_ROOT / "whisper-tiny.en-hf"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"no Hugging Face test checkpoint at {path} (set WHISPERWIRE_TEST_MODELS)")
-    return path
 
 
 @pytest.fixture(scope="session")

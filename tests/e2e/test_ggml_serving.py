@@ -17,7 +17,6 @@ import pytest
 from checkpoint_models import build_multilingual
 from ggml_models import write_ggml
 from support import (
-    REPO,
     Server,
     audio_root,
     librispeech_clips,
@@ -33,19 +32,10 @@ pytest.importorskip("gguf", reason="needs the test extra (gguf quantizes the tes
 
 pytestmark = pytest.mark.slow
 
-MODELS = Path(os.environ.get("WHISPERWIRE_TEST_MODELS", REPO.parent / "shared" / "models"))
 TYPES = ("f16", "q8_0", "q5_0")
 # Streamed WER may differ from the checkpoint's by this much: f16 holds the same weights,
 # q8_0 and q5_0 weights are dequantized (rounded) ones.
 WER_MARGIN = {"f16": 0.01, "q8_0": 0.03, "q5_0": 0.03}
-
-
-@pytest.fixture(scope="session")
-def tiny_en_hf() -> Path:
-    path = MODELS / "whisper-tiny.en-hf"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"no Hugging Face test checkpoint at {path} (set WHISPERWIRE_TEST_MODELS)")
-    return path
 
 
 @pytest.fixture(scope="session")
