@@ -56,6 +56,14 @@ def drain(policy: Policy, fake: FakeWhisper) -> list:
     return events + policy.events()
 
 
+def feed_between(policy: Policy, probs: np.ndarray, start: float, end: float | None = None) -> None:
+    """Feed the (silent) samples and the VAD probabilities of `probs` from `start` to `end`
+    seconds (None: to the end), in whole VAD chunks."""
+    first = int(start * SAMPLE_RATE) // VAD_CHUNK
+    last = len(probs) if end is None else int(end * SAMPLE_RATE) // VAD_CHUNK
+    policy.feed(np.zeros((last - first) * VAD_CHUNK, dtype=np.float32), probs[first:last])
+
+
 def finals_text(events: list) -> str:
     return " ".join(e.text for e in events if isinstance(e, Final))
 
@@ -159,12 +167,10 @@ def test_a_region_whose_last_decode_is_under_way_is_not_bridged() -> None:
     policy, fake = Policy(), FakeWhisper(first + second)
     policy.max_in_flight = 2
     probs = vad_probs(12.0, [(1.0, 2.2), (3.4, 4.4)])
-    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
-    cut = int(3.0 * SAMPLE_RATE) // VAD_CHUNK
-    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    feed_between(policy, probs, 0.0, 3.0)
     final = policy.next_request()
     assert final is not None and final.kind == "final"
-    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])  # the next region, long behind
+    feed_between(policy, probs, 3.0)  # the next region, long behind
     assert policy.next_request() is None
     policy.apply(final, fake(final))
     policy.finish()
@@ -177,11 +183,9 @@ def test_a_backlog_is_not_bridged_across_a_flush() -> None:
     second = script(["delta", "epsilon"], 3.4)
     policy, fake = Policy(), FakeWhisper(first + second)
     probs = vad_probs(8.0, [(1.0, 2.2), (3.4, 4.4)])
-    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
-    cut = int(2.9 * SAMPLE_RATE) // VAD_CHUNK
-    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    feed_between(policy, probs, 0.0, 2.9)
     policy.flush()
-    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])
+    feed_between(policy, probs, 2.9)
     policy.finish()
     events = drain(policy, fake)
     assert finals_text(events).split() == ["alpha", "beta", "gamma", "delta", "epsilon"]
@@ -644,11 +648,9 @@ def test_speech_just_after_a_flush_in_silence_is_not_padded_back_before_it() -> 
     """A flush (Deepgram's Finalize, OpenAI Realtime's commit) during a pause ends what came
     before: the next region's leading padding does not reach back past it."""
     probs = vad_probs(6.0, [(1.0, 2.0), (3.1, 4.5)])
-    samples = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
-    cut = int(3.0 * SAMPLE_RATE) // VAD_CHUNK
     policy = Policy()
-    policy.feed(samples[: cut * VAD_CHUNK], probs[:cut])
+    feed_between(policy, probs, 0.0, 3.0)
     policy.flush()
-    policy.feed(samples[cut * VAD_CHUNK :], probs[cut:])
+    feed_between(policy, probs, 3.0)
     regions = list(policy.endpointer.regions)
-    assert len(regions) == 2 and regions[1].start >= cut * VAD_CHUNK
+    assert len(regions) == 2 and regions[1].start >= int(3.0 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
