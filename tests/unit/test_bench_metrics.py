@@ -159,3 +159,21 @@ def test_goals_without_a_cost_model_are_not_judged() -> None:
     out = {g["goal"]: g for g in goals({"systems": {"whisperwire": {"accuracy": acc}}})}
     p50 = out["final lag p50, one stream (s)"]
     assert p50["value"] == 0.5 and p50["met"] is None and "no cost model" in p50["target"]
+
+
+def test_a_repeated_clip_is_timed_by_its_own_pass() -> None:
+    """The soak sends the same clip twice; each pass's words are timed by the finals that
+    came while it was sent, though a longer run of the second pass matches the first."""
+    clip = [(" red", 0.0, 0.3), (" green", 0.3, 0.6), (" blue", 0.6, 0.9), (" black", 0.9, 1.2)]
+    again = [(w, s + 600.0, e + 600.0) for w, s, e in clip]
+    messages = [
+        (101.5, msg("final", "red green blue")),  # the first pass lost its last word
+        (701.5, msg("final", "red green blue black")),
+    ]
+    line = M.timeline(messages)
+    whole, _ = M.word_lags(clip + again, line, sent_time)
+    assert max(w.final for w in whole) > 500  # aligned across the repeat
+    lags, n = M.piecewise_word_lags([clip, again], line, sent_time, horizon_s=300.0)
+    assert n == 8
+    assert [w.token for w in lags] == ["red", "green", "blue"] + ["red", "green", "blue", "black"]
+    assert max(w.final for w in lags) < 2.0

@@ -305,13 +305,14 @@ class OfflineReference:
         self._model = None
 
 
-def stream_words(stream: StreamAudio, offline: OfflineReference) -> list[tuple[str, float, float]]:
-    """Offline word timings of a stream, in stream time (clips shifted by their offsets)."""
-    out = []
-    for piece in stream.pieces:
-        for word, start, end in offline.get(piece.clip).words:
-            out.append((word, start + piece.offset, end + piece.offset))
-    return out
+def stream_words(
+    stream: StreamAudio, offline: OfflineReference
+) -> list[list[tuple[str, float, float]]]:
+    """Offline word timings of each piece of a stream, in stream time (shifted by its offset)."""
+    return [
+        [(word, start + p.offset, end + p.offset) for word, start, end in offline.get(p.clip).words]
+        for p in stream.pieces
+    ]
 
 
 def stream_offline_text(stream: StreamAudio, offline: OfflineReference) -> str:

@@ -11,6 +11,7 @@ arrival of the first message (``partial`` or ``final``) that showed it at that p
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -31,7 +32,9 @@ DEFINITIONS = {
     "final_lag": "arrival time of the `final` message that carries the word minus its "
     "sent_time; streaming words are matched to reference words by aligning the normalised "
     "token sequences (difflib SequenceMatcher: longest matching runs in order, the earliest "
-    "of equal ones); only matched words are timed",
+    "of equal ones), one clip of the stream at a time, with the tokens that became final "
+    "from when the clip began to be sent until 300 s after it was all sent; only matched words "
+    "are timed",
     "first_seen_lag": "arrival time of the first message (`partial` or `final`) that shows "
     "the word at the position it is finally given, minus its sent_time; partial tokens are "
     "aligned to the final tokens that follow the finals already received (so a word shown, "
@@ -113,6 +116,12 @@ class Timeline:
     first_at: list[float]
     first_text_at: float | None  # arrival of the first message with any text
 
+    def arrived(self, start: float, end: float) -> Timeline:
+        """The tokens that became final from `start` to `end` (they arrive in that order)."""
+        lo, hi = bisect_left(self.final_at, start), bisect_right(self.final_at, end)
+        at = slice(lo, hi)
+        return Timeline(self.tokens[at], self.final_at[at], self.first_at[at], None)
+
 
 def timeline(messages: Sequence[tuple[float, dict[str, Any]]]) -> Timeline:
     final_tokens: list[str] = []
@@ -172,6 +181,29 @@ def word_lags(
             WordLag(ref_tokens[i], ref_ends[i], line.first_at[j] - sent, line.final_at[j] - sent)
         )
     return lags, len(ref_tokens)
+
+
+def piecewise_word_lags(
+    pieces: Sequence[Sequence[tuple[str, float, float]]],
+    line: Timeline,
+    sent_time: Callable[[float], float],
+    horizon_s: float,
+) -> tuple[list[WordLag], int]:
+    """`word_lags` of a stream of pieces (clips joined), one piece at a time: a piece's
+    reference words are aligned only with the tokens that became final from when its first
+    word began to be sent until `horizon_s` after its last was. A stream that repeats a clip
+    (the soak) is otherwise aligned across the repeat: difflib's longest run can pair one
+    pass of the words with the other, timing them by the wrong pass."""
+    lags: list[WordLag] = []
+    total = 0
+    for words in pieces:
+        if not words:
+            continue
+        start, end = sent_time(words[0][1]), sent_time(words[-1][2]) + horizon_s
+        some, n = word_lags(words, line.arrived(start, end), sent_time)
+        lags += some
+        total += n
+    return lags, total
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

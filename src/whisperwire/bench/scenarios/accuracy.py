@@ -33,7 +33,7 @@ def run_accuracy(
         line, lags, n = lags_of(log, stream, offline)
         all_lags += lags
         ref_tokens += n
-        words = stream_words(stream, offline)
+        words = [w for piece in stream_words(stream, offline) for w in piece]
         if line.first_text_at is not None and log.first_sent_at is not None:
             to_first.append(line.first_text_at - log.first_sent_at)
             if words:
