@@ -142,15 +142,16 @@ def test_readme_shows_the_client() -> None:
     assert "whisperwire transcribe" in readme and "--stream" in readme and "--cafile" in readme
 
 
-def test_a_file_streamed_as_fast_as_possible_is_slowed_and_transcribed_whole(
+def test_a_long_file_streamed_as_fast_as_possible_is_slowed_and_transcribed_whole(
     tmp_path: Path,
 ) -> None:
-    """106 s of speech sent at once: the server stops reading while more than --max-backlog
-    seconds wait (the client is told once, with OVERLOADED), and the whole file comes back
-    as finals: no 1011 close, no lost words."""
-    name = "ls_test_other_3080-5032_0000-0009.flac"
+    """The 13.3-minute long-form file sent at once (no --realtime), to a server with its
+    defaults: the server stops reading while more than --max-backlog seconds wait (the client
+    is told once, with OVERLOADED), and the whole file comes back as finals, no 1011 close, as
+    accurate as offline decoding within 10 % (issue 12)."""
+    name = "ls_test_other_all100.flac"
     path = audio_root() / "longform" / name
-    srv = start_server(tmp_path, "--max-backlog", "6")
+    srv = start_server(tmp_path)
     try:
         out = transcribe(path, "--url", srv.url, "--stream")
     finally:
@@ -162,8 +163,5 @@ def test_a_file_streamed_as_fast_as_possible_is_slowed_and_transcribed_whole(
     offline = wer([reference], offline_transcripts([path]))
     said, heard = len(normalizer()(reference).split()), len(normalizer()(out.stdout).split())
     print(f"sent at once: {heard} of {said} words, WER {streaming:.4f} (offline {offline:.4f})")
-    # Nothing dropped (a lost second of speech is ~3 words, a lost backlog dozens), and the
-    # text is this file's. Streaming's accuracy against offline decoding is the bench's to
-    # measure (issue 11); here only the pace differs.
-    assert heard >= 0.95 * said
-    assert streaming <= 0.2
+    assert heard >= 0.95 * said  # nothing dropped: a lost backlog is dozens of words
+    assert streaming <= 1.10 * offline

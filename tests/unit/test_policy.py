@@ -202,6 +202,20 @@ def test_long_speech_without_pause_still_yields_finals_within_the_window() -> No
     assert sum(isinstance(e, Final) for e in events) >= 3
 
 
+def test_a_full_window_is_cut_in_the_pause_after_its_last_complete_segment() -> None:
+    """Unbroken speech sent at once: each full window commits through Whisper's last complete
+    segment, and the next starts halfway through the pause that follows it, so neither the
+    word before nor the word after is clipped by an estimated word time."""
+    spoken = [Spoken(f" w{i}", i * 0.5, i * 0.5 + 0.3) for i in range(120)]  # 0.2 s pauses
+    policy, fake = Policy(), FakeWhisper(spoken)
+    events = run(policy, fake, 61.0, [(0.0, 61.0)], realtime=False)
+    assert finals_text(events).split() == [f"w{i}" for i in range(120)]
+    first, second = fake.requests[:2]
+    assert (first.kind, first.offset) == ("cap", 0.0)
+    # segments are the scripted 10 s stretches: the last complete one ends with w39 at 19.8 s
+    assert second.offset == pytest.approx(19.9, abs=1e-3)
+
+
 def test_long_speech_in_real_time_keeps_the_window_short() -> None:
     words = [f"w{i}" for i in range(100)]
     policy, fake = Policy(), FakeWhisper(script(words, 0.0))
