@@ -18,6 +18,10 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Any
 
+# A word is timed only if its final came within this long after its clip was sent (see
+# `piecewise_word_lags`); the soak repeats a clip 15 minutes later at the soonest.
+HORIZON_S = 300.0
+
 DEFINITIONS = {
     "wer": "corpus word error rate after Whisper's English text normaliser "
     "(whisper_normalizer.english.EnglishTextNormalizer) on both sides; streaming WER "
@@ -33,8 +37,8 @@ DEFINITIONS = {
     "sent_time; streaming words are matched to reference words by aligning the normalised "
     "token sequences (difflib SequenceMatcher: longest matching runs in order, the earliest "
     "of equal ones), one clip of the stream at a time, with the tokens that became final "
-    "from when the clip began to be sent until 300 s after it was all sent; only matched words "
-    "are timed",
+    f"from when the clip began to be sent until {HORIZON_S:g} s after it was all sent; only "
+    "matched words are timed",
     "first_seen_lag": "arrival time of the first message (`partial` or `final`) that shows "
     "the word at the position it is finally given, minus its sent_time; partial tokens are "
     "aligned to the final tokens that follow the finals already received (so a word shown, "
@@ -187,7 +191,7 @@ def piecewise_word_lags(
     pieces: Sequence[Sequence[tuple[str, float, float]]],
     line: Timeline,
     sent_time: Callable[[float], float],
-    horizon_s: float,
+    horizon_s: float = HORIZON_S,
 ) -> tuple[list[WordLag], int]:
     """`word_lags` of a stream of pieces (clips joined), one piece at a time: a piece's
     reference words are aligned only with the tokens that became final from when its first

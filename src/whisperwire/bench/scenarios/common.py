@@ -18,10 +18,6 @@ from whisperwire.bench.corpus import (
 from whisperwire.bench.progress import Progress
 from whisperwire.bench.servers import RssSampler, System
 
-# A word is timed only if its final came within this long after its clip was sent (see
-# `metrics.piecewise_word_lags`); the soak repeats a clip 15 minutes later at the soonest.
-HORIZON_S = 300.0
-
 
 def server_config(logs: Sequence[StreamLog]) -> dict[str, Any] | None:
     """The config the server announced in its first `ready` message."""
@@ -44,8 +40,7 @@ def lags_of(
 ) -> tuple[M.Timeline, list[M.WordLag], int]:
     """A session's transcript timeline, its reference words' lags, and their token count."""
     line = M.timeline(log.messages)
-    pieces = stream_words(stream, offline)
-    lags, ref_tokens = M.piecewise_word_lags(pieces, line, log.sent_time, HORIZON_S)
+    lags, ref_tokens = M.piecewise_word_lags(stream_words(stream, offline), line, log.sent_time)
     return line, lags, ref_tokens
 
 
