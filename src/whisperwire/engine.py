@@ -238,7 +238,8 @@ class Engine:
         """Several sessions' partial windows (one `batch_group`) in one encode and one greedy
         generate: faster-whisper's batched pipeline, given the windows laid end to end with a
         clip boundary at each seam. Whisper's no-speech check is applied per window, as the
-        single decode does; word times come back relative to each window."""
+        single decode does; word times come back relative to each window. A window whose one
+        pass stopped before its end is decoded alone: the single decode goes on from there."""
         from faster_whisper import BatchedInferencePipeline
 
         group = self.batch_group(requests[0])
@@ -250,7 +251,8 @@ class Engine:
         for request in requests:
             bounds.append((position / SAMPLE_RATE, (position + len(request.audio)) / SAMPLE_RATE))
             position += len(request.audio)
-        segments, _ = BatchedInferencePipeline(self.model).transcribe(
+        model = _PassRecorder(self.model)
+        segments, _ = BatchedInferencePipeline(model).transcribe(
             np.concatenate([r.audio for r in requests]),
             language=language,
             task=task,
@@ -273,6 +275,9 @@ class Engine:
                 Word(w.word, max(0.0, w.start - at), max(0.0, w.end - at), w.probability, index)
                 for w in segment.words or []
             )
+        for start in model.unfinished:  # the passes a single decode would have gone on from
+            which = max(0, bisect.bisect_right(starts, start + 0.001) - 1)
+            words[which] = self.decode(requests[which]).words
         return [Hypothesis(w, language) for w in words]
 
     def decode_window(
@@ -337,3 +342,34 @@ class Engine:
             word_timestamps=word_timestamps,
             **options,
         )
+
+
+class _PassRecorder:
+    """The model as faster-whisper's batched pipeline sees it, noting the windows whose one
+    pass stopped before their end: the model closed a segment and ended, or left one open.
+    The sequential decode goes on from there with another pass; the batched pipeline has
+    none and returns what it has (faster-whisper 1.2.1), the newest words of a partial
+    window lost. `unfinished` holds such windows' start times."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.unfinished: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def _split_segments_by_timestamps(
+        self,
+        tokenizer: Any,
+        tokens: list[int],
+        time_offset: float,
+        segment_size: int,
+        segment_duration: float,
+        seek: int,
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        split = self._model._split_segments_by_timestamps(
+            tokenizer, tokens, time_offset, segment_size, segment_duration, seek
+        )
+        if split[1] < seek + segment_size:  # the sequential decode would seek and go on
+            self.unfinished.append(time_offset)
+        return split
