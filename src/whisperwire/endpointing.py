@@ -67,8 +67,8 @@ class Endpointer:
             if p < neg and self._triggered:
                 if not self._temp_end:
                     self._temp_end = chunk_start
-                if self._pos - self._temp_end >= min_silence:
-                    self._close(self._temp_end + int(cfg.end_pad_s * SAMPLE_RATE))
+                if self._pos - self._temp_end >= min_silence:  # padded with what has come
+                    self._close(min(self._pos, self._temp_end + int(cfg.end_pad_s * SAMPLE_RATE)))
 
     def earliest_start(self, total: int) -> int:
         """The earliest sample a region still to come (or queued) may start at."""

@@ -668,3 +668,16 @@ def test_speech_just_after_a_flush_in_silence_is_not_padded_back_before_it() -> 
     feed_between(policy, probs, 3.0)
     regions = list(policy.endpointer.regions)
     assert len(regions) == 2 and regions[1].start >= int(3.0 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_a_pause_shorter_than_the_end_padding_ends_a_region_within_the_audio(
+    realtime: bool,
+) -> None:
+    # `--min-silence 0.2`: the region closes 0.2 s into the pause, before its 0.3 s of end
+    # padding has arrived; the padding stops at the audio received.
+    words = ["one", "two", "three", "four", "five", "six"]
+    policy = Policy(PolicyConfig(min_silence_s=0.2))
+    fake = FakeWhisper(script(words, 1.0))
+    events = run(policy, fake, 8.0, [(1.0, 2.6), (2.9, 4.6)], realtime=realtime)
+    assert finals_text(events).split() == words
