@@ -73,7 +73,7 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     contains ("tear down the fence, tear down the fence") survives, because the cut that
     matches the committed words lies before it.
     """
-    cut = next((i for i, w in enumerate(words) if w.start >= committed_end - 0.1), len(words))
+    cut = next((i for i, w in enumerate(words) if _beyond(w, committed_end)), len(words))
     if not recent:
         return cut
     done = [norm(w.text) for w in recent]
@@ -86,6 +86,14 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
         if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
             best, best_score = k, score
     return best
+
+
+def _beyond(word: Word, committed_end: float) -> bool:
+    """Does `word` lie beyond the committed end: it starts there (to a tenth), or most of it
+    lies after it? A hypothesis may merge a committed word into the next one, placed from the
+    committed word's start ("método de aprendizado" decoded again as "método aprendizado":
+    cut by its start alone, "aprendizado" was lost)."""
+    return word.start >= committed_end - 0.1 or word.start + word.end > 2 * committed_end
 
 
 def confident_prefix(

@@ -20,7 +20,7 @@ from whisperwire.policy import (
     PolicyConfig,
     SpeechEnded,
 )
-from whisperwire.words import Hypothesis, Word
+from whisperwire.words import Hypothesis, Word, seam
 
 
 def run(
@@ -403,6 +403,21 @@ def test_jittery_word_times_neither_repeat_nor_drop_words_and_real_repeats_survi
     fake = JitterWhisper(script(words, 0.5), jitter)
     events = run(policy, fake, 12.0, [(0.5, 0.5 + 0.4 * len(words))])
     assert finals_text(events).split() == words
+
+
+def test_a_word_decoded_again_over_a_committed_one_is_kept() -> None:
+    """A later decode may drop a committed word and start the next one where it began
+    (fleurs-pt-004: "método de" committed, then "método aprendizado, mas"): the word that
+    lies mostly beyond the committed end is new, and nothing committed is repeated."""
+    recent = [Word(" método", 2.96, 3.26), Word(" de", 3.26, 3.40)]
+    merged = [
+        Word(" método", 2.96, 3.26),
+        Word(" aprendizado,", 3.26, 3.94),
+        Word(" mas", 4.42, 4.52),
+    ]
+    assert seam(merged, 3.40, recent) == 1
+    repeated = [*recent, Word(" aprendizado,", 3.40, 4.02)]
+    assert seam(repeated, 3.40, recent) == 2
 
 
 # --------------------------------------------------------------------------- one-pass commit
