@@ -66,7 +66,7 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     """Where a hypothesis's new words begin, after the words committed until `committed_end`
     (the last of them `recent`).
 
-    The cut is placed by time (the first word starting at the committed end), then moved by
+    The cut is placed by time (the first word `_beyond` the committed end), then moved by
     up to `SEAM_SHIFT` words to where the hypothesis best repeats the last committed words:
     word times differ between decodes by a few tenths, which would otherwise repeat a
     committed word ("Mr. Hale, Hale") or lose a new one. A repetition the hypothesis itself
