@@ -66,6 +66,7 @@ from whisperwire.words import (
     ending_by,
     join_words,
     seam,
+    without_loop,
 )
 
 PHRASE_END = re.compile(r"[.,?!;:]$")
@@ -380,12 +381,15 @@ class Policy:
         return gap <= cfg.context_gap_s * SAMPLE_RATE and window <= cfg.trim_s * SAMPLE_RATE
 
     def _new_words(self, hypothesis: Hypothesis, offset: float) -> list[Word]:
-        """Hypothesis words that lie beyond what is committed, in session time."""
-        words = [
-            Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
-            for w in hypothesis.words
-            if w.text.strip()
-        ]
+        """Hypothesis words that lie beyond what is committed, in session time (a loop at
+        the window's end said once)."""
+        words = without_loop(
+            [
+                Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
+                for w in hypothesis.words
+                if w.text.strip()
+            ]
+        )
         return words[seam(words, self._committed_end, self._recent) :]
 
     def _stalled(self, avail_end: int) -> bool:

@@ -112,3 +112,25 @@ def confident_prefix(
             break
         n += 1
     return n
+
+
+LOOP_REPEATS = 5  # a phrase said this many times in a row at a hypothesis's end is a loop
+LOOP_MAX_WORDS = 4  # the longest phrase looked for
+
+
+def without_loop(words: list[Word]) -> list[Word]:
+    """`words` without the loop Whisper can fall into at the end of a window: a phrase of up
+    to `LOOP_MAX_WORDS` words repeated `LOOP_REPEATS` times or more up to the last word is kept
+    once ("o que é" about a hundred times, piled up at the end of a 1 s window). Shorter runs
+    ("tear down the fence, tear down the fence") are speech and stay."""
+    said = [norm(w.text) for w in words]
+    for n in range(1, LOOP_MAX_WORDS + 1):
+        phrase = said[len(said) - n :]
+        if len(phrase) < n:
+            break
+        repeats, at = 1, len(said) - n
+        while at >= n and said[at - n : at] == phrase:
+            repeats, at = repeats + 1, at - n
+        if repeats >= LOOP_REPEATS:
+            return words[: at + n]
+    return words

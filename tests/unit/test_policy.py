@@ -20,7 +20,7 @@ from whisperwire.policy import (
     PolicyConfig,
     SpeechEnded,
 )
-from whisperwire.words import Hypothesis, Word, seam
+from whisperwire.words import Hypothesis, Word, seam, without_loop
 
 
 def run(
@@ -418,6 +418,36 @@ def test_a_word_decoded_again_over_a_committed_one_is_kept() -> None:
     assert seam(merged, 3.40, recent) == 1
     repeated = [*recent, Word(" aprendizado,", 3.40, 4.02)]
     assert seam(repeated, 3.40, recent) == 2
+
+
+def test_a_loop_at_the_end_of_a_window_is_said_once() -> None:
+    """Whisper can loop at a window's end ("o que é" about a hundred times, piled up at its
+    last instant, fleurs-pt-005): the final says the phrase once and keeps the words before."""
+
+    class Looping(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            hypothesis = super().__call__(request)
+            end = len(request.audio) / SAMPLE_RATE
+            loop = [Word(w, end, end) for _ in range(100) for w in (" o", " que", " é")]
+            return Hypothesis(hypothesis.words + loop, hypothesis.language)
+
+    words = ["a", "consciência", "da", "iluminação", "é", "criada"]
+    policy, fake = Policy(), Looping(script(words, 1.0), unstable_tail=False)
+    events = run(policy, fake, 6.0, [(1.0, 3.4)])
+    assert finals_text(events).split() == [*words, "o", "que", "é"]
+
+
+def test_a_phrase_said_a_few_times_is_speech_not_a_loop() -> None:
+    def said(text: str) -> list[Word]:
+        return [Word(f" {w}", i * 0.3, i * 0.3 + 0.25) for i, w in enumerate(text.split())]
+
+    twice = said("tear down the fence, tear down the fence")
+    assert without_loop(twice) == twice
+    no = said("no no no no")
+    assert without_loop(no) == no
+    looped = said("then " + "thank you " * 6)
+    assert [w.text for w in without_loop(looped)] == [" then", " thank", " you"]
+    assert without_loop([]) == []
 
 
 # --------------------------------------------------------------------------- one-pass commit
