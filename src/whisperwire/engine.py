@@ -217,16 +217,35 @@ class Engine:
     def decode(self, request: DecodeRequest) -> Hypothesis:
         """A partial update is decoded greedily, with no temperature fallback: its words are
         revised by the next decode anyway. The decode whose words become final (a region's
-        end, a full window) gets the beam search and the fallback."""
+        end, a full window) gets the beam search and the fallback. A request with a `prefix`
+        in a known language is decoded after it (`continuation.py`); a prefix too long to
+        force is left out."""
         partial = request.kind == "partial"
+        language = self._language(request.language)
+        if request.prefix and language is not None:
+            from whisperwire.continuation import decode_continuing
+
+            continued = decode_continuing(
+                self.model,
+                request.audio,
+                request.prefix,
+                language,
+                request.task if self.multilingual else "transcribe",
+                self.options.partial_beam_size if partial else self.options.beam_size,
+                (0.0,) if partial else self._temperatures,
+            )
+            if continued is not None:
+                words, forced = continued
+                return Hypothesis(words, language, forced=forced)
         return self.decode_window(
             request.audio, request.prompt, request.language, request.task, thorough=not partial
         )
 
     def batch_group(self, request: DecodeRequest) -> tuple[str, str, str] | None:
         """Requests of one group can be decoded in one batched call (`decode_batch`): partial
-        updates (greedy, no fallback) with the same language, task and prompt. None: alone."""
-        if request.kind != "partial" or self.options.partial_beam_size != 1:
+        updates (greedy, no fallback) with the same language, task and prompt, and no forced
+        prefix. None: alone."""
+        if request.kind != "partial" or self.options.partial_beam_size != 1 or request.prefix:
             return None
         language = self._language(request.language)
         if language is None:  # detection is per window: decoded alone

@@ -21,6 +21,8 @@ How text becomes final:
     AlignAtt on CTranslate2's word times;
   - `"agreement"`: LocalAgreement-2 (Macháček et al., 2023), the longest common word prefix
     of two consecutive hypotheses.
+* **Forced prefix** (`forced_prefix`): the committed words a window starts with are forced
+  as the decoder's prefix, so Whisper generates only what follows them (`continuation.py`).
 * **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
   all of whose words become final.
 * **Long speech without pauses**: the window is trimmed at the end of the last final word
@@ -36,7 +38,6 @@ How text becomes final:
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -58,18 +59,19 @@ from whisperwire.policy_events import (
     SpeechStarted,
 )
 from whisperwire.samplebuffer import SampleBuffer
+from whisperwire.transcript import Transcript
 from whisperwire.words import (
     Hypothesis,
     Word,
     common_prefix,
     confident_prefix,
     ending_by,
+    full_window_cut,
     join_words,
     seam,
     without_loop,
 )
 
-PHRASE_END = re.compile(r"[.,?!;:]$")
 # A backlog this long behind the start of the next region: not live (see `_bridge`).
 BEHIND_S = 5.0
 
@@ -98,21 +100,17 @@ class Policy:
         self._win_start = 0  # absolute sample where the decode window starts
         self._last_request_end = 0
         self.max_in_flight = 1  # partial decodes that may run at once (the session sets it)
-        self._committed_end = 0.0  # seconds: end of the last committed word
-        self._held: list[Word] = []  # committed, not yet final
-        self._held_since = 0.0  # window end (seconds) when the first held word was committed
-        self._final_end = 0.0  # seconds: end of the last final word
-        self._final_words: deque[Word] = deque(maxlen=200)  # recent final words, for the prompt
+        self._words = Transcript()  # committed: held, then final
         self._last_region_end: int | None = None
         self._tail: list[Word] = []  # previous hypothesis beyond the committed words
-        self._recent: list[Word] = []  # last committed words, for de-duplication
         cfg = self.config
         self._choice = LanguageChoice(
             cfg.language_min_s, cfg.language_probability, cfg.language_enough_s
         )  # language=None: the region's language, once detected on enough audio
         self._thorough = False  # the next update is a "commit" (words waited for the language)
-        # requests in flight: id -> (end of its window, _last_request_end before it)
-        self._in_flight: dict[int, tuple[int, int]] = {}
+        # requests in flight: id -> (end of its window, _last_request_end before it, words
+        # committed when it was made)
+        self._in_flight: dict[int, tuple[int, int, int]] = {}
         self._applied_id = -1  # the newest request applied
         self._next_id = 0
         self._segment_id = 0
@@ -222,13 +220,14 @@ class Policy:
             id=self._next_id,
             audio=audio,
             offset=self._win_start / SAMPLE_RATE,
-            prompt=self._prompt(),
+            prompt=self._words.prompt(self._win_start / SAMPLE_RATE, self.config.prompt_chars),
             language=self._language,
             task=self.task,
             kind=kind,  # type: ignore[arg-type]
+            prefix=self._prefix() if kind != "cap" else "",
         )
         self._next_id += 1
-        self._in_flight[request.id] = (end, self._last_request_end)
+        self._in_flight[request.id] = (end, self._last_request_end, self._words.count)
         self._last_request_end = end
         return request
 
@@ -240,9 +239,9 @@ class Policy:
         """
         if request.id not in self._in_flight:
             raise ValueError("release() for a request that is not in flight")
-        _, before = self._in_flight.pop(request.id)
+        _, before, _ = self._in_flight.pop(request.id)
         if request.id > self._applied_id:  # else a newer window has covered its audio
-            ends = (end for end, _ in self._in_flight.values())
+            ends = (end for end, _, _ in self._in_flight.values())
             self._last_request_end = max(ends, default=before)
 
     def apply(self, request: DecodeRequest, hypothesis: Hypothesis) -> None:
@@ -252,12 +251,14 @@ class Policy:
         same audio and more, and the words it gave are already applied."""
         if request.id not in self._in_flight:
             raise ValueError("apply() for a request that is not in flight")
-        del self._in_flight[request.id]
+        _, _, committed = self._in_flight.pop(request.id)
         if request.id < self._applied_id:
             self._advance()
             return
         self._applied_id = request.id
         window_end = request.end
+        if committed != self._words.count:  # its prefix is not all that is committed
+            hypothesis = replace(hypothesis, forced=0)
         new = self._new_words(hypothesis, request.offset)
         last = request.kind in ("final", "cap")
         fixing = self._choice.region is None and request.language is None and not last
@@ -273,9 +274,9 @@ class Policy:
             self._tail, self._thorough = new, True
             self._emit_partial(window_end)
         elif request.kind == "final":
-            self._commit(new)
+            self._words.commit(new, window_end)
             ended_by, made = self._region_end_kind(), self._segment_id
-            self._finalize(len(self._held), ended_by)
+            self._finalize(len(self._words.held), ended_by)
             marked = self._segment_id > made  # a final carries the mark
             if ended_by == "pause" and not marked:
                 at = self._region.end / SAMPLE_RATE  # type: ignore[union-attr]
@@ -295,11 +296,9 @@ class Policy:
                 )
             else:
                 agreed = common_prefix(self._tail, new)
-            if agreed and not self._held:
-                self._held_since = window_end
-            self._commit(new[:agreed])
+            self._words.commit(new[:agreed], window_end)
             self._tail = new[agreed:]
-            self._finalize(self._phrase_cut(window_end))
+            self._finalize(self._words.phrase_cut(window_end, self.config.max_hold_s))
             self._maybe_trim()
             self._emit_partial(window_end)
         self._advance()
@@ -341,10 +340,9 @@ class Policy:
         self._thorough = False
         self._last_partial = None
         self._last_region_end = region.end
-        spoke = self._final_words and self._final_end * SAMPLE_RATE > region.start
-        self._events.append(
-            SpeechEnded(region.end / SAMPLE_RATE, self._final_end if spoke else None)
-        )
+        final_end = self._words.final_end
+        spoke = self._words.finals and final_end * SAMPLE_RATE > region.start
+        self._events.append(SpeechEnded(region.end / SAMPLE_RATE, final_end if spoke else None))
         self._discard_unneeded()
 
     def _bridge(self) -> None:
@@ -382,15 +380,18 @@ class Policy:
 
     def _new_words(self, hypothesis: Hypothesis, offset: float) -> list[Word]:
         """Hypothesis words that lie beyond what is committed, in session time (a loop at
-        the window's end said once)."""
+        the window's end said once). A hypothesis that continues a forced prefix of all the
+        committed words in its window has them first: the rest is new."""
         words = without_loop(
             [
                 Word(w.text, w.start + offset, w.end + offset, w.probability, w.segment)
-                for w in hypothesis.words
+                for w in hypothesis.words[hypothesis.forced :]
                 if w.text.strip()
             ]
         )
-        return words[seam(words, self._committed_end, self._recent) :]
+        if hypothesis.forced:
+            return words
+        return words[seam(words, self._words.committed_end, self._words.recent) :]
 
     def _stalled(self, avail_end: int) -> bool:
         """Has an unsure word held the open words back for `stall_s` (one-pass)?"""
@@ -410,47 +411,21 @@ class Policy:
         if not new:
             keep_from = window_end - 1.0  # nothing recognisable in 29 s: drop all but 1 s
         else:
-            last_segment = new[-1].segment
-            cut = [i for i, w in enumerate(new) if w.segment < last_segment]
-            n = max(1, cut[-1] + 1 if cut else sum(1 for w in new if w.end <= window_end - 1.0))
-            self._commit(new[:n])
-            keep_from = self._committed_end
+            n = full_window_cut(new, window_end)
+            self._words.commit(new[:n], window_end)
+            keep_from = self._words.committed_end
             if n < len(new):
                 keep_from = max(keep_from, (keep_from + new[n].start) / 2)
         self._tail = []
-        self._finalize(len(self._held))
+        self._finalize(len(self._words.held))
         self._win_start = max(self._win_start, int(keep_from * SAMPLE_RATE))
         self._last_request_end = self._win_start
-
-    def _commit(self, words: list[Word]) -> None:
-        """Words that will never change: held until they become final.
-
-        Their times never go back: timestamps of separate decodes differ by a few hundredths,
-        so a word may be placed slightly before the end of the previous committed one.
-        """
-        for word in words:
-            start = max(word.start, self._committed_end)
-            word = replace(word, start=start, end=max(word.end, start))
-            self._held.append(word)
-            self._recent = (self._recent + [word])[-8:]
-            self._committed_end = word.end
-
-    def _phrase_cut(self, now: float) -> int:
-        """How many held words become final: all once held `max_hold_s`, else to a phrase end."""
-        if not self._held:
-            return 0
-        if now - self._held_since >= self.config.max_hold_s:
-            return len(self._held)
-        for i in range(len(self._held) - 1, -1, -1):
-            if PHRASE_END.search(self._held[i].text.strip()):
-                return i + 1
-        return 0
 
     def _finalize(self, n: int, ended_by: Literal["pause", "flush", "end"] | None = None) -> None:
         """Emit the first `n` held words as a final; `ended_by`: they end their region."""
         if n <= 0:
             return
-        words, self._held = self._held[:n], self._held[n:]
+        words = self._words.take(n)
         text = join_words(words)
         if not text:
             return
@@ -463,30 +438,29 @@ class Policy:
             )
         )
         self._segment_id += 1
-        self._final_words.extend(words)
-        self._final_end = words[-1].end
         self._last_partial = None
 
-    def _prompt(self) -> str:
-        """The final text that precedes the window (text inside it is decoded again)."""
-        start = self._win_start / SAMPLE_RATE + 0.05
-        words = [w for w in self._final_words if w.end <= start]
-        limit = self.config.prompt_chars
-        return join_words(words)[-limit:].strip() if limit > 0 else ""
+    def _prefix(self) -> str:
+        """The committed words the window starts with, to be forced as the decoder's prefix
+        (`forced_prefix`, in a known language); words cut by the window's start are left out,
+        and so is everything when there is none."""
+        if not self.config.forced_prefix or self._language is None:
+            return ""
+        return self._words.prefix(self._win_start / SAMPLE_RATE)
 
     def _maybe_trim(self) -> None:
         """Keep the window short: cut it at the last final word."""
         length = (self._last_request_end - self._win_start) / SAMPLE_RATE
-        at = int(self._final_end * SAMPLE_RATE)
+        at = int(self._words.final_end * SAMPLE_RATE)
         if length > self.config.trim_s and at > self._win_start:
             self._win_start = at
             self._discard_unneeded()
 
     def _emit_partial(self, now: float) -> None:
-        words = self._held + self._tail
+        words = self._words.held + self._tail
         if not words:
             return
-        text, stable = join_words(words), join_words(self._held)
+        text, stable = join_words(words), join_words(self._words.held)
         if (text, stable) == self._last_partial:
             return
         self._last_partial = (text, stable)

@@ -23,6 +23,9 @@ class DecodeRequest:
     # partial: an update (greedy); commit: an update that also settles stalled words (beam);
     # final: a closed region's rest; cap: a full window
     kind: Literal["partial", "commit", "final", "cap"]
+    # Committed text the window's audio starts with, to be forced as the decoder's prefix
+    # (`PolicyConfig.forced_prefix`); "": decode the window freely.
+    prefix: str = ""
 
     @property
     def end(self) -> float:

@@ -168,6 +168,9 @@ class StreamingOptions(Group):
     stall_s: float = option(_POLICY.stall_s, "--commit-stall", between=(0.0, 30.0))
     """one-pass commit: once an unsure word has held the words after it back this many seconds, the
     next decode is a thorough one (beam, fallback) that commits them; 0: off"""
+    forced_prefix: bool = option(_POLICY.forced_prefix, "--forced-prefix")
+    """decode each window after the committed words it starts with, forced as the decoder's
+    prefix: only the words after them are generated"""
     max_age_s: float = option(_POLICY.max_age_s, "--commit-max-age", between=(0.0, 30.0))
     """one-pass commit: seconds after which a word is committed whatever its probability (0:
     never)"""

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 _NORM = re.compile(r"[^\w']+")
+PHRASE_END = re.compile(r"[.,?!;:]$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Hypothesis:
     words: list[Word]  # times relative to the start of the request's audio
     language: str | None = None
     language_probability: float = 1.0  # Whisper's, where it detected the language
+    forced: int = 0  # leading words that are the request's `prefix`, said already
 
 
 def norm(text: str) -> str:
@@ -112,6 +114,22 @@ def confident_prefix(
             break
         n += 1
     return n
+
+
+def through_phrase_end(words: list[Word]) -> int:
+    """How many leading words run through the last one that ends a phrase (punctuation)."""
+    for i in range(len(words) - 1, -1, -1):
+        if PHRASE_END.search(words[i].text.strip()):
+            return i + 1
+    return 0
+
+
+def full_window_cut(words: list[Word], window_end: float) -> int:
+    """How many of a full window's words to commit (at least one): those through Whisper's
+    last complete segment, else those that end a second before the window does."""
+    last_segment = words[-1].segment
+    cut = [i for i, w in enumerate(words) if w.segment < last_segment]
+    return max(1, cut[-1] + 1 if cut else sum(1 for w in words if w.end <= window_end - 1.0))
 
 
 LOOP_REPEATS = 5  # a phrase said this many times in a row at a hypothesis's end is a loop

@@ -1,0 +1,65 @@
+"""A live session's committed words: held until they become final, then kept as context.
+
+Plain state for the streaming policy (`policy.py`): no events, no audio. A committed word
+never changes; it is held (the partial's `stable` prefix) until a phrase ends or it has been
+held long enough, then taken for a `Final`. The newest final words stay, for the text the
+next window is decoded after (`prompt`, `prefix`) and for where its words begin (`seam`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from whisperwire.words import Word, join_words, through_phrase_end
+
+
+@dataclass
+class Transcript:
+    held: list[Word] = field(default_factory=list)  # committed, not yet final
+    held_since: float = 0.0  # window end (seconds) when the first held word was committed
+    committed_end: float = 0.0  # seconds: end of the last committed word
+    count: int = 0  # words ever committed
+    recent: list[Word] = field(default_factory=list)  # the last committed words (8)
+    finals: deque[Word] = field(default_factory=lambda: deque(maxlen=200))  # recent finals
+    final_end: float = 0.0  # seconds: end of the last final word
+
+    def commit(self, words: list[Word], now: float) -> None:
+        """Words that will never change, committed by the decode of audio up to `now`.
+
+        Their times never go back: timestamps of separate decodes differ by a few hundredths,
+        so a word may be placed slightly before the end of the previous committed one.
+        """
+        if words and not self.held:
+            self.held_since = now
+        for word in words:
+            start = max(word.start, self.committed_end)
+            word = replace(word, start=start, end=max(word.end, start))
+            self.held.append(word)
+            self.recent = (self.recent + [word])[-8:]
+            self.committed_end = word.end
+            self.count += 1
+
+    def phrase_cut(self, now: float, max_hold_s: float) -> int:
+        """How many held words become final: all once held `max_hold_s`, else to a phrase end."""
+        if now - self.held_since >= max_hold_s:
+            return len(self.held)
+        return through_phrase_end(self.held)
+
+    def take(self, n: int) -> list[Word]:
+        """The first `n` held words, final from now on."""
+        words, self.held = self.held[:n], self.held[n:]
+        if join_words(words):
+            self.finals.extend(words)
+            self.final_end = words[-1].end
+        return words
+
+    def prompt(self, start: float, limit: int) -> str:
+        """The last `limit` characters of final text before `start` (seconds)."""
+        words = [w for w in self.finals if w.end <= start + 0.05]
+        return join_words(words)[-limit:].strip() if limit > 0 else ""
+
+    def prefix(self, start: float) -> str:
+        """The committed words from `start` (seconds) on: a window's forced prefix. A word
+        cut by the window's start is left out."""
+        return join_words([w for w in (*self.finals, *self.held) if w.start >= start - 0.02])
