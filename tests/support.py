@@ -223,7 +223,10 @@ def live_stream(
     with connect(
         url + ("&" if "?" in url else "?") + "encoding=f32le", max_size=None, open_timeout=30
     ) as ws:
-        recv_json(ws)
+        opening = recv_json(ws)
+        arrivals.append((time.monotonic(), opening))
+        if opening["type"] == "error":  # refused at connect: the caller reads why
+            return
 
         def send() -> None:
             started = time.monotonic()

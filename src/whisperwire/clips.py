@@ -313,7 +313,7 @@ class ClipQueue:
             self._current = self._waiting.popleft()
             self._progress = 0.0
             if self._monitor is not None:
-                self._monitor.clip_started()
+                self._monitor.clip_started(self.key)
             try:
                 await self._transcribe(self._current)
             finally:

@@ -10,7 +10,8 @@ The model, in worker-seconds per second:
 * A live stream costs ``t_p / step``: one partial decode (``t_p``, a moving average of the
   partial decodes measured) every ``step`` seconds of its audio.
 * A clip being transcribed takes its turn with the streams in the scheduler's round-robin:
-  one window (about a final decode, ``t_f``) per round.
+  one window (about a final decode, ``t_f``) per round. The session that sent it counts as
+  its clips, not also as a live stream, until it streams audio again.
 * **Cadence**: while there are no more streams and clips than workers, each has a worker
   and decodes at the policy's base step (0.5 s). Workers beyond that are not left idle: a
   stream may have ``parallel = min(max_parallel, W // (streams + clips))`` partial decodes
@@ -66,6 +67,7 @@ class LoadMonitor:
     _partial: _Average = field(init=False)
     _final: _Average = field(init=False)
     _streams: dict[str, float] = field(init=False, default_factory=dict)  # id -> last audio
+    _clip_sessions: set[str] = field(init=False, default_factory=set)  # sent clips, no audio since
     _clips: int = field(init=False, default=0)
     refused: int = field(init=False, default=0)
 
@@ -86,12 +88,18 @@ class LoadMonitor:
     def stream_audio(self, key: str) -> None:
         if key in self._streams:
             self._streams[key] = self.clock()
+            self._clip_sessions.discard(key)
 
     def stream_closed(self, key: str) -> None:
         self._streams.pop(key, None)
+        self._clip_sessions.discard(key)
 
-    def clip_started(self) -> None:
+    def clip_started(self, key: str | None = None) -> None:
+        """A clip is being transcribed; `key`, the session that sent it, counts as its clips
+        and no longer as a live stream until it sends streamed audio again."""
         self._clips += 1
+        if key is not None and key in self._streams:
+            self._clip_sessions.add(key)
 
     def clip_finished(self) -> None:
         self._clips = max(0, self._clips - 1)
@@ -101,7 +109,11 @@ class LoadMonitor:
     @property
     def live_streams(self) -> int:
         now = self.clock()
-        return sum(1 for last in self._streams.values() if now - last <= self.idle_s)
+        return sum(
+            1
+            for key, last in self._streams.items()
+            if now - last <= self.idle_s and key not in self._clip_sessions
+        )
 
     @property
     def max_step_s(self) -> float:

@@ -177,3 +177,24 @@ def test_agreement_waits_two_decodes_so_it_carries_fewer_streams() -> None:
     assert agreement.max_step_s == pytest.approx((4.0 - 0.8) / 2)
     assert one_pass.max_step_s == pytest.approx(4.0 - 0.8 - 0.5)
     assert agreement.capacity() < one_pass.capacity()
+
+
+def test_a_session_sending_clips_counts_as_its_clips_not_also_as_a_stream() -> None:
+    """A connection that transcribes a clip is a clip for the load; a live stream that comes
+    beside it is the first live stream, and it comes in however slow the machine."""
+    clock = Clock()
+    load = monitor(clock, workers=2, max_lag_s=2.0)
+    load.record("partial", 1.0)
+    load.record("final", 1.5)
+    load.stream_opened("clips")
+    load.clip_started("clips")
+    assert load.live_streams == 0 and load.status()["clips"] == 1
+    assert load.admit_stream()
+    load.stream_opened("live")
+    assert load.live_streams == 1
+    load.clip_finished()
+    load.stream_audio("clips")  # it streams audio now: a live stream again
+    assert load.live_streams == 2
+    load.stream_closed("clips")
+    load.clip_started("clips")  # a late clip of a closed session counts as a clip only
+    assert load.live_streams == 1
