@@ -110,6 +110,8 @@ class Policy:
         self._thorough = False  # the next update is a "commit" (words waited for the language)
         # requests in flight: id -> (end of its window, _last_request_end before it, words
         # committed when it was made)
+        # request id -> (its end, the previous request's end, the committed word count its
+        # forced prefix continues from; -1: its prefix leaves committed words out)
         self._in_flight: dict[int, tuple[int, int, int]] = {}
         self._applied_id = -1  # the newest request applied
         self._next_id = 0
@@ -216,6 +218,7 @@ class Policy:
             thorough = self._thorough or self._stalled(avail_end)
             end, kind = avail_end, "commit" if thorough else "partial"
         audio = self._audio.window(self._win_start, end)
+        prefix, whole = self._prefix() if kind != "cap" else ("", True)
         request = DecodeRequest(
             id=self._next_id,
             audio=audio,
@@ -224,10 +227,11 @@ class Policy:
             language=self._language,
             task=self.task,
             kind=kind,  # type: ignore[arg-type]
-            prefix=self._prefix() if kind != "cap" else "",
+            prefix=prefix,
         )
         self._next_id += 1
-        self._in_flight[request.id] = (end, self._last_request_end, self._words.count)
+        continues = self._words.count if whole else -1
+        self._in_flight[request.id] = (end, self._last_request_end, continues)
         self._last_request_end = end
         return request
 
@@ -257,8 +261,8 @@ class Policy:
             return
         self._applied_id = request.id
         window_end = request.end
-        if committed != self._words.count:  # its prefix is not all that is committed
-            hypothesis = replace(hypothesis, forced=0)
+        if committed != self._words.count:  # its prefix is not all that is committed: the
+            hypothesis = replace(hypothesis, forced=0)  # words after it are cut at the seam
         new = self._new_words(hypothesis, request.offset)
         last = request.kind in ("final", "cap")
         fixing = self._choice.region is None and request.language is None and not last
@@ -440,13 +444,14 @@ class Policy:
         self._segment_id += 1
         self._last_partial = None
 
-    def _prefix(self) -> str:
+    def _prefix(self) -> tuple[str, bool]:
         """The committed words the window starts with, to be forced as the decoder's prefix
-        (`forced_prefix`, in a known language); words cut by the window's start are left out,
-        and so is everything when there is none."""
+        (`forced_prefix`, in a known language), up to the first unsure one; and whether that
+        is all of them. Words cut by the window's start are left out."""
         if not self.config.forced_prefix or self._language is None:
-            return ""
-        return self._words.prefix(self._win_start / SAMPLE_RATE)
+            return "", False
+        start = self._win_start / SAMPLE_RATE
+        return self._words.prefix(start, self.config.forced_min_probability)
 
     def _maybe_trim(self) -> None:
         """Keep the window short: cut it at the last final word."""

@@ -60,8 +60,14 @@ class PolicyConfig:
     # long-form file in real time (offline 10.5-10.9 %): 234 s 14.1 % -> 11.8 % WER, 13.3 min
     # 15.6 % -> 14.7 %, final lag alike; 20 clips 10.8 % either way. Off: a word committed
     # wrongly is forced too, and what follows it suffers (jfk in real time: "so am I fellow
-    # Americans. ... What you country", WER 0.14-0.18 against 0.09 decoded freely).
+    # Americans. ... What you country", WER 0.14-0.18 against 0.09 decoded freely); the
+    # cause was the full stop after "ask not", which is no longer forced (transcript.py):
+    # jfk then gives 0.09 with the prefix too. A second run of 234 s gave 12.7 % off, 12.5 %
+    # on (12.3 % with forced_min_probability 0.6): within the runs' noise, so it stays off.
     forced_prefix: bool = False
+    # Forced prefix: it stops before the first committed word Whisper gave less than this
+    # probability; the words from there on are decoded freely and cut at the seam.
+    forced_min_probability: float = 0.0
     # Language detection (`language=auto`, see language_choice.py): a region's language is
     # fixed by the first decode of at least `language_min_s` of audio that detects it with
     # probability `language_probability`, or of at least `language_enough_s` whatever the

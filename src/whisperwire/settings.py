@@ -171,6 +171,11 @@ class StreamingOptions(Group):
     forced_prefix: bool = option(_POLICY.forced_prefix, "--forced-prefix")
     """decode each window after the committed words it starts with, forced as the decoder's
     prefix: only the words after them are generated"""
+    forced_min_probability: float = option(
+        _POLICY.forced_min_probability, "--forced-prefix-probability", between=(0.0, 1.0)
+    )
+    """forced prefix: it stops before the first committed word of less probability; the rest
+    is decoded freely"""
     max_age_s: float = option(_POLICY.max_age_s, "--commit-max-age", between=(0.0, 30.0))
     """one-pass commit: seconds after which a word is committed whatever its probability (0:
     never)"""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from whisperwire.words import Word, join_words, through_phrase_end
 
+TRAILING_PUNCTUATION = ".,?!;:…"
+
 
 @dataclass
 class Transcript:
@@ -59,7 +61,13 @@ class Transcript:
         words = [w for w in self.finals if w.end <= start + 0.05]
         return join_words(words)[-limit:].strip() if limit > 0 else ""
 
-    def prefix(self, start: float) -> str:
-        """The committed words from `start` (seconds) on: a window's forced prefix. A word
-        cut by the window's start is left out."""
-        return join_words([w for w in (*self.finals, *self.held) if w.start >= start - 0.02])
+    def prefix(self, start: float, min_probability: float = 0.0) -> tuple[str, bool]:
+        """The committed words from `start` (seconds) on, up to the first that Whisper gave
+        less than `min_probability`: a window's forced prefix, and whether it holds all of
+        them. A word cut by the window's start is left out. The punctuation after the last
+        word is not forced: a full stop committed at a pause ("ask not.") made Whisper begin
+        a sentence ("Watch your comments") where the speaker went on ("what your country")."""
+        words = [w for w in (*self.finals, *self.held) if w.start >= start - 0.02]
+        sure = next((i for i, w in enumerate(words) if w.probability < min_probability), None)
+        text = join_words(words if sure is None else words[:sure])
+        return text.rstrip(TRAILING_PUNCTUATION), sure is None

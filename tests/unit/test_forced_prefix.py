@@ -3,6 +3,7 @@ words it starts with, and only the words after them are new. Scripted transcribe
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import pairwise
 
 import numpy as np
@@ -102,3 +103,29 @@ def test_no_prefix_while_the_language_is_unknown_nor_when_off() -> None:
     assert not any(r.prefix for r in fake.requests)
     assert [e for e in events if isinstance(e, Final)]
     assert np.isclose(events[-1].duration, 10.0, atol=0.05)
+
+
+class Unsure(Continuing):
+    """Continuing, with one word said at a probability that one-pass commits but that is
+    too low to force."""
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        said = super().__call__(request)
+        words = [replace(w, probability=0.4) if norm(w.text) == "afraid" else w for w in said.words]
+        return replace(said, words=words)
+
+
+def test_the_prefix_stops_before_an_unsure_committed_word() -> None:
+    """A committed word Whisper was unsure of is not forced, nor is anything after it: those
+    words are decoded freely again, and cut at the seam, so none is lost or said twice."""
+    fake = Unsure(script(WORDS, 1.0), unstable_tail=False)
+    config = PolicyConfig(forced_prefix=True, forced_min_probability=0.5)
+    events = run(Policy(config), fake, 10.0, [(1.0, 7.4)])
+    assert finals_text(events).split() == WORDS
+    prefixes = [r.prefix.split() for r in fake.requests if r.prefix]
+    assert prefixes and all("afraid" not in p for p in prefixes)
+    assert max(map(len, prefixes)) == WORDS.index("afraid")  # the sure words before it are
+
+    fake = Unsure(script(WORDS, 1.0), unstable_tail=False)
+    run(Policy(PolicyConfig(forced_prefix=True)), fake, 10.0, [(1.0, 7.4)])
+    assert any("afraid" in r.prefix.split() for r in fake.requests)  # 0: every word is forced

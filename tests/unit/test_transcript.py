@@ -38,5 +38,8 @@ def test_the_prompt_is_the_final_text_before_a_window_and_the_prefix_what_is_in_
     assert transcript.prompt(start=0.95, limit=100) == "one two"
     assert transcript.prompt(start=0.95, limit=3) == "two"
     assert transcript.prompt(start=0.95, limit=0) == ""
-    assert transcript.prefix(start=0.95) == "three four"  # final and held alike
-    assert transcript.prefix(start=0.6) == "three four"  # "two", cut by the start, is not
+    assert transcript.prefix(start=0.95) == ("three four", True)  # final and held alike
+    assert transcript.prefix(start=0.6) == ("three four", True)  # "two", cut by the start, is not
+    assert transcript.prefix(start=0.95, min_probability=0.95) == ("", False)  # none is sure
+    transcript.commit(words(("five.", 2.0, 2.4)), 3.0)
+    assert transcript.prefix(start=0.95) == ("three four five", True)  # "." left to Whisper
