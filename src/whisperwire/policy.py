@@ -108,10 +108,8 @@ class Policy:
             cfg.language_min_s, cfg.language_probability, cfg.language_enough_s
         )  # language=None: the region's language, once detected on enough audio
         self._thorough = False  # the next update is a "commit" (words waited for the language)
-        # requests in flight: id -> (end of its window, _last_request_end before it, words
-        # committed when it was made)
-        # request id -> (its end, the previous request's end, the committed word count its
-        # forced prefix continues from; -1: its prefix leaves committed words out)
+        # requests in flight: id -> (end of its window, _last_request_end before it, the
+        # committed word count its forced prefix continues from; -1: it leaves some out)
         self._in_flight: dict[int, tuple[int, int, int]] = {}
         self._applied_id = -1  # the newest request applied
         self._next_id = 0

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from whisperwire.words import Word, join_words, through_phrase_end
-
-TRAILING_PUNCTUATION = ".,?!;:…"
+from whisperwire.words import PHRASE_MARKS, Word, join_words, through_phrase_end
 
 
 @dataclass
@@ -70,4 +68,4 @@ class Transcript:
         words = [w for w in (*self.finals, *self.held) if w.start >= start - 0.02]
         sure = next((i for i, w in enumerate(words) if w.probability < min_probability), None)
         text = join_words(words if sure is None else words[:sure])
-        return text.rstrip(TRAILING_PUNCTUATION), sure is None
+        return text.rstrip(PHRASE_MARKS + "…"), sure is None

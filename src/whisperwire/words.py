@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 
 _NORM = re.compile(r"[^\w']+")
-PHRASE_END = re.compile(r"[.,?!;:]$")
+PHRASE_MARKS = ".,?!;:"  # punctuation that ends a phrase
+PHRASE_END = re.compile(f"[{re.escape(PHRASE_MARKS)}]$")
 
 
 @dataclass(frozen=True)
