@@ -177,3 +177,14 @@ def test_a_repeated_clip_is_timed_by_its_own_pass() -> None:
     assert n == 8
     assert [w.token for w in lags] == ["red", "green", "blue"] + ["red", "green", "blue", "black"]
     assert max(w.final for w in lags) < 2.0
+
+
+def test_every_system_in_a_plot_has_its_own_colour() -> None:
+    from whisperwire.bench.plots import colors
+
+    names = ["whisperwire", "previous", "baseline", "w1", "agree"]
+    palette = colors(names)
+    assert palette["whisperwire"] == "tab:blue" and palette["baseline"] == "tab:orange"
+    assert len(set(palette.values())) == len(names)
+    many = colors([f"s{i}" for i in range(9)])  # more than the palette: colours repeat, none lack
+    assert all(many.values())

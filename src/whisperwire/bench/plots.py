@@ -14,6 +14,14 @@ PLOTS = {
     "rss": "rss.png",
 }
 COLORS = {"whisperwire": "tab:blue", "baseline": "tab:orange"}
+OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def colors(names: list[str]) -> dict[str, str]:
+    """A colour for each system: the fixed ones for whisperwire and the baseline, the others
+    (`--also`) in turn from colours neither uses, so no two systems share one."""
+    others = iter(OTHER_COLORS * (1 + len(names) // len(OTHER_COLORS)))
+    return {name: COLORS.get(name) or next(others) for name in names}
 
 
 def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
@@ -24,7 +32,9 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     systems: dict[str, Any] = results.get("systems", {})
-    drawings: list[tuple[str, Callable[[Any, dict[str, Any]], bool], dict[str, Any]]] = [
+    palette = colors(list(systems))
+    Draw = Callable[[Any, dict[str, Any], dict[str, str]], bool]
+    drawings: list[tuple[str, Draw, dict[str, Any]]] = [
         ("latency_vs_streams", _latency_vs_streams, {"fontsize": 7}),
         ("lag_cdf", _lag_cdf, {"fontsize": 8, "loc": "lower right"}),
         ("rss", _rss_over_time, {"fontsize": 8}),
@@ -32,13 +42,13 @@ def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
     written = []
     for name, draw, legend in drawings:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        if draw(ax, systems):
+        if draw(ax, systems, palette):
             written.append(_save(fig, ax, out / PLOTS[name], **legend))
         plt.close(fig)
     return written
 
 
-def _latency_vs_streams(ax: Any, systems: dict[str, Any]) -> bool:
+def _latency_vs_streams(ax: Any, systems: dict[str, Any], palette: dict[str, str]) -> bool:
     """Latency against the number of concurrent streams."""
     drawn = False
     for name, data in systems.items():
@@ -47,7 +57,7 @@ def _latency_vs_streams(ax: Any, systems: dict[str, Any]) -> bool:
         if not measured:
             continue
         n = [r["n"] for r in measured]
-        color = COLORS.get(name)
+        color = palette[name]
         ax.plot(n, [get(r, "latency", "final", "p50") for r in measured], "o-", color=color,
                 label=f"{name} final p50")  # fmt: skip
         ax.plot(n, [get(r, "latency", "final", "p95") for r in measured], "s--", color=color,
@@ -71,7 +81,7 @@ def _latency_vs_streams(ax: Any, systems: dict[str, Any]) -> bool:
     return drawn
 
 
-def _lag_cdf(ax: Any, systems: dict[str, Any]) -> bool:
+def _lag_cdf(ax: Any, systems: dict[str, Any], palette: dict[str, str]) -> bool:
     """Lag CDF at one stream (the accuracy run)."""
     drawn = False
     for name, data in systems.items():
@@ -83,7 +93,7 @@ def _lag_cdf(ax: Any, systems: dict[str, Any]) -> bool:
             if key == "first_seen" and not get(data, "accuracy", "latency", "seen_before_final"):
                 continue
             ys = [(i + 1) / len(values) for i in range(len(values))]
-            ax.plot(values, ys, style, color=COLORS.get(name),
+            ax.plot(values, ys, style, color=palette[name],
                     label=f"{name} {key.replace('_', '-')}")  # fmt: skip
             drawn = True
     if drawn:
@@ -94,14 +104,14 @@ def _lag_cdf(ax: Any, systems: dict[str, Any]) -> bool:
     return drawn
 
 
-def _rss_over_time(ax: Any, systems: dict[str, Any]) -> bool:
+def _rss_over_time(ax: Any, systems: dict[str, Any], palette: dict[str, str]) -> bool:
     """RSS over the long session."""
     drawn = False
     for name, data in systems.items():
         samples = get(data, "long", "rss_mb") or []
         if samples:
             ax.plot([t / 60 for t, _ in samples], [mb for _, mb in samples], "o-",
-                    color=COLORS.get(name), label=name, ms=3)  # fmt: skip
+                    color=palette[name], label=name, ms=3)  # fmt: skip
             drawn = True
     if drawn:
         ax.set_xlabel("session time (min)")
