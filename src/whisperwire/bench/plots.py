@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "
 def colors(names: list[str]) -> dict[str, str]:
     """A colour for each system: the fixed ones for whisperwire and the baseline, the others
     (`--also`) in turn from colours neither uses, so no two systems share one."""
-    others = iter(OTHER_COLORS * (1 + len(names) // len(OTHER_COLORS)))
+    others = itertools.cycle(OTHER_COLORS)
     return {name: COLORS.get(name) or next(others) for name in names}
 
 
