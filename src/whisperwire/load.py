@@ -26,8 +26,11 @@ The model, in worker-seconds per second:
   final decode (``t_f``). Measured on 2 cores with LocalAgreement-2 (k = 2), this is the
   final lag's p95 within 20 %. **Admission**: a new live stream is refused when the step it
   would force exceeds ``(max_lag - guard - t_p - t_f) / k``, so the streams already admitted
-  keep their lag. The first stream is always admitted: one stream is the best the machine
-  can do, however slow it is.
+  keep their lag. A stream that finds a worker free is always admitted: it slows no admitted
+  stream past the base step, and it is the best the machine can do for it, however slow the
+  decodes are (the first stream is the case of one worker). Without this floor a second
+  stream on two workers was let in or refused from run to run as the moving average of the
+  final decodes crossed the bound (2026-12-04 bench).
 """
 
 from __future__ import annotations
@@ -139,18 +142,23 @@ class LoadMonitor:
         """Can one more live stream come in without pushing the admitted ones past
         `max_lag_s`? Counts the refusals."""
         live = self.live_streams
-        ok = live == 0 or self.step(live + 1) <= self.max_step_s
+        ok = live + 1 <= self._free_floor() or self.step(live + 1) <= self.max_step_s
         if not ok:
             self.refused += 1
         return ok
 
     def capacity(self) -> int:
         """Live streams the workers carry within `max_lag_s` at the measured decode times
-        (at least one: the first stream is always admitted)."""
+        (at least one per worker the clips leave free, and at least one)."""
         if self.max_step_s < self.base_step_s:
-            return 1
+            return self._free_floor()
         budget = self.max_step_s * self.workers * self.target - self._clips * self._final.value
-        return max(1, self.workers - self._clips, int(budget / self._partial.value))
+        return max(self._free_floor(), int(budget / self._partial.value))
+
+    def _free_floor(self) -> int:
+        """Live streams admitted whatever the decode times: one per worker the clips leave
+        free, and the first stream always."""
+        return max(1, self.workers - self._clips)
 
     def retry_after_s(self) -> float:
         """When a refused client may try again: about one stream's worth of time."""

@@ -147,6 +147,27 @@ def test_the_first_stream_is_admitted_however_slow_the_machine() -> None:
     assert load.retry_after_s() >= 1.0
 
 
+def test_a_stream_that_finds_a_worker_free_is_admitted_however_slow_the_decodes() -> None:
+    """A stream on a worker of its own slows no admitted stream: a final decode slower than
+    the lag bound allows (another process on the machine, or a long window) does not turn a
+    two-worker server into a one-stream server."""
+    clock = Clock()
+    load = monitor(clock, workers=2, max_lag_s=2.0, decodes_per_commit=1)
+    load.record("partial", 0.6)
+    load.record("final", 1.2)  # max step = 2.0 - 0.6 - 1.2 = 0.2 s, under the base step
+    assert load.max_step_s < load.base_step_s
+    assert load.capacity() == 2
+    for name in ("first", "second"):
+        assert load.admit_stream()
+        load.stream_opened(name)
+    assert not load.admit_stream()  # a third would share a worker
+    load.stream_closed("second")
+    load.clip_started()  # a clip takes the second worker
+    assert load.capacity() == 1 and not load.admit_stream()
+    load.clip_finished()
+    assert load.admit_stream()
+
+
 @pytest.mark.parametrize("workers", [1, 2, 4])
 @pytest.mark.parametrize("clips", [0, 1, 3])
 @pytest.mark.parametrize("partial_s", [0.2, 0.5, 1.5])
