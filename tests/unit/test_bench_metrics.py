@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,26 @@ def test_every_system_in_a_plot_has_its_own_colour() -> None:
     assert len(set(palette.values())) == len(names)
     many = colors([f"s{i}" for i in range(9)])  # more than the palette: colours repeat, none lack
     assert all(many.values())
+
+
+def test_the_lag_plot_draws_the_runs_own_p95_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    from whisperwire.bench import plots
+
+    row = {"n": 1, "latency": {"final": {"n": 10, "p50": 1.0, "p95": 2.0}}}
+    results = {"costs": {"t_enc": 0.5}, "systems": {"whisperwire": {"capacity": [row]}}}
+    goal_lines: list[Any] = []
+    draw = plots._latency_vs_streams
+
+    def spy(ax: Any, systems: Any, palette: Any, bound: float | None) -> bool:
+        drawn = draw(ax, systems, palette, bound)
+        goal_lines.extend(x for x in ax.get_lines() if x.get_label().startswith("goal"))
+        return drawn
+
+    monkeypatch.setattr(plots, "_latency_vs_streams", spy)
+    assert tmp_path / "latency_vs_streams.png" in plots.plot_all(results, tmp_path)
+    (goal,) = goal_lines
+    assert list(goal.get_ydata()) == [3.0, 3.0]  # 2 s + 2 x 0.5 s, not a fixed 2 s
+    assert "3.00 s" in goal.get_label()
