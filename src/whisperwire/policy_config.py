@@ -36,8 +36,9 @@ class PolicyConfig:
     # Measured (20 test-other clips, 1 worker; offline WER 9.1 %): agreement 12.8 % WER,
     # final lag p50/p95 0.99/1.60 s; one-pass, guard 0.6 s, probability 0.3: 10.5 %,
     # 1.30/2.73 s (guard 1.0: 10.2 %, 1.67/2.88 s; probability 0.5: 10.5 %, 1.37/4.43 s).
+    # The guard is 0.8 s since the stall (below) is on: see there.
     commit: Literal["agreement", "one-pass"] = "one-pass"
-    guard_s: float = 0.6
+    guard_s: float = 0.8
     min_probability: float = 0.3
     # One-pass: a word this old is committed whatever its probability; 0: never. Off: at
     # 2.0 s it cut the p95 lag to 2.29 s but raised WER from 10.2 % to 13.0 %.
@@ -46,11 +47,18 @@ class PolicyConfig:
     # ended `guard_s` + `stall_s` before the newest audio), the next decode is a thorough one
     # (beam search, fallback) whose words are all committed up to `guard_s` before its end,
     # whatever their probability, as a region's last decode commits all of its words; 0: off.
-    # Off: on 234 s of continuous speech (offline WER 8.6 %), 1.0 s cut the final lag p95
-    # from 4.49 to 2.30 s but raised WER from 14.3 % to 16.8 % (with guard 0.8 s: 13.8 %,
-    # p50 / p95 1.62 / 2.68 s). Guard 0.8 s alone: 12.7 %, 1.72 / 3.79 s; 1.0 s: 12.2 %,
-    # 1.84 / 4.61 s; the default 0.6 s: 13.6-14.3 % over three runs, 1.43-1.45 / 3.6-4.5 s.
-    stall_s: float = 0.0
+    # On 234 s of continuous speech (offline WER 8.6 %), 1.0 s cut the final lag p95 from
+    # 4.49 to 2.30 s but, with guard 0.6 s, raised WER from 14.3 % to 16.8 % (with guard
+    # 0.8 s: 13.8 %, p50 / p95 1.62 / 2.68 s). Guard 0.8 s alone: 12.7 %, 1.72 / 3.79 s;
+    # 1.0 s: 12.2 %, 1.84 / 4.61 s; guard 0.6 s, no stall: 13.6-14.3 % over three runs,
+    # 1.43-1.45 / 3.6-4.5 s.
+    # Stall 1.0 s with guard 0.8 s against guard 0.6 s without (the earlier default), each pair
+    # in one run (offline: 100 clips 13.8 %, 234 s 10.5 %): two workers, 100 clips 15.2 / 14.8 %
+    # WER, final lag p50 / p95 2.13 / 3.10 s against 1.99 / 4.62 s; 234 s 15.4 / 15.7 %; live
+    # streams' p95 lower at 1, 2, 3 and 5 streams (4.07 / 6.49 s at one). One worker: 100 clips
+    # 15.7 / 15.6 %, 1.60 / 2.21 s against 1.77 / 4.60 s; 234 s 15.0 / 15.0 %. Even on accuracy
+    # within the runs' noise, a quarter to a half off the p95, 0.1-0.2 s on the p50.
+    stall_s: float = 1.0
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).
