@@ -25,6 +25,12 @@ class PolicyConfig:
     context_gap_s: float = 2.0  # after a pause this short, the last region stays as context
     step_s: float = 0.5  # new audio between two partial decodes
     trim_s: float = 15.0  # trim the window at the last final word beyond this length
+    # Seconds of final words a trimmed window keeps before its new audio, from a phrase start
+    # (0: none, the window starts at the last final word). In continuous speech a window cut
+    # at the last final word starts mid-sentence with no left context (2-3 s of audio), and
+    # tiny.en mangled what came first ("cried to the the thee" for "cried to the eunuch and
+    # said to him woe to thee").
+    trim_context_s: float = 0.0
     # Never decode more than this (Whisper's window is 30 s). Measured on the 13.3-min
     # long-form file sent at once (offline WER 11.0 %), where a backlog is decoded in windows
     # of this length: 20 s 14.1 %, 25 s 12.3 %, 27 s 13.0 %, 29 s 11.5 %, 30 s 11.7 %.

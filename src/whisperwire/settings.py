@@ -155,6 +155,9 @@ class StreamingOptions(Group):
     trim_s: float = option(_POLICY.trim_s, "--trim", between=(2.0, 25.0))
     """seconds of audio a decode window may grow to in continuous speech before it is cut at the
     last final word (shorter: cheaper decodes, less context)"""
+    trim_context_s: float = option(_POLICY.trim_context_s, "--trim-context", between=(0.0, 10.0))
+    """seconds of final words a trimmed window keeps as context before its new audio, from a
+    phrase start (0: the window starts at the last final word)"""
     commit: Literal["agreement", "one-pass"] = option(_POLICY.commit, "--commit")
     """when a partial decode's words become final: when two decodes agree (LocalAgreement-2), or
     after one decode for words that end --commit-guard seconds before the audio decoded and have

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from whisperwire.words import PHRASE_MARKS, Word, join_words, through_phrase_end
+from whisperwire.words import PHRASE_END, PHRASE_MARKS, Word, join_words, through_phrase_end
 
 
 @dataclass
@@ -69,3 +69,17 @@ class Transcript:
         sure = next((i for i, w in enumerate(words) if w.probability < min_probability), None)
         text = join_words(words if sure is None else words[:sure])
         return text.rstrip(PHRASE_MARKS + "…"), sure is None
+
+    def context_start(self, span_s: float) -> float:
+        """Where a trimmed window may start (seconds) to keep up to `span_s` of the final
+        words before `final_end` as context: before the first of them that begins a phrase,
+        else before the first of them; `final_end` when none fits (or `span_s` is 0). The cut
+        lies halfway through the gap before that word, so none of it is cut off."""
+        words = list(self.finals)
+        inside = [i for i, w in enumerate(words) if w.start >= self.final_end - span_s]
+        if span_s <= 0 or not inside:
+            return self.final_end
+        starts = [i for i in inside if i > 0 and PHRASE_END.search(words[i - 1].text.strip())]
+        i = (starts or inside)[0]
+        before = words[i - 1].end if i > 0 else words[i].start
+        return (min(before, words[i].start) + words[i].start) / 2

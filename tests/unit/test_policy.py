@@ -552,6 +552,22 @@ def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once() -> N
     assert all(at in {round(s.end, 3) for s in spoken} for at in starts), starts
 
 
+def test_a_trimmed_window_keeps_final_words_from_a_phrase_start_as_context() -> None:
+    words = [f"w{i}." if i % 4 == 3 else f"w{i}" for i in range(60)]  # a phrase of 4 words
+    spoken = script(words, 0.5, per_word=0.35)
+    fake = FakeWhisper(spoken, unstable_tail=False)
+    events = run(one_pass(trim_s=4.0, trim_context_s=1.5), fake, 25.0, [(0.5, 21.6)])
+    assert finals_text(events) == " ".join(words)  # the context's words are not said twice
+    starts = sorted({round(r.offset, 3) for r in fake.requests})[1:]  # trimmed windows
+    assert len(starts) >= 3
+    phrase_gaps = {
+        round((before.end + word.start) / 2, 3)
+        for before, word in zip(spoken, spoken[1:], strict=False)
+        if before.text.endswith(".")
+    }
+    assert set(starts) <= phrase_gaps, starts  # before a phrase's first word, none of it cut
+
+
 class UnsureWord(FakeWhisper):
     """Whisper that is never sure of one word; a decode that commits (kind `commit`) gives
     it all the same, as a beam search would."""

@@ -43,3 +43,15 @@ def test_the_prompt_is_the_final_text_before_a_window_and_the_prefix_what_is_in_
     assert transcript.prefix(start=0.95, min_probability=0.95) == ("", False)  # none is sure
     transcript.commit(words(("five.", 2.0, 2.4)), 3.0)
     assert transcript.prefix(start=0.95) == ("three four five", True)  # "." left to Whisper
+
+
+def test_a_trimmed_window_keeps_context_from_the_phrase_start_within_its_span() -> None:
+    t = Transcript()
+    said = [(" One", 0.0, 0.4), (" two.", 0.5, 0.9), (" Three", 1.1, 1.5), (" four", 1.6, 2.0),
+            (" five", 2.1, 2.5), (" six", 2.6, 3.0)]  # fmt: skip
+    t.commit([Word(text, a, b, 0.9) for text, a, b in said], 3.0)
+    t.take(len(t.held))
+    assert t.context_start(0.0) == 3.0  # no context: the last final word's end
+    assert t.context_start(2.0) == 1.0  # "Three" begins a phrase: halfway through the gap
+    assert t.context_start(1.2) == 2.05  # no phrase start within 1.2 s: the first word in it
+    assert t.context_start(60.0) == 1.0  # from a phrase start, not the oldest word
