@@ -455,8 +455,10 @@ class Policy:
         """Keep the window short: cut it at the last final word, or `trim_context_s` before
         it at a phrase start (the words there are decoded again as context, cut at the seam)."""
         length = (self._last_request_end - self._win_start) / SAMPLE_RATE
+        if length <= self.config.trim_s:
+            return
         at = int(self._words.context_start(self.config.trim_context_s) * SAMPLE_RATE)
-        if length > self.config.trim_s and at > self._win_start:
+        if at > self._win_start:
             self._win_start = at
             self._discard_unneeded()
 

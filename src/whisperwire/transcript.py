@@ -75,9 +75,11 @@ class Transcript:
         words before `final_end` as context: before the first of them that begins a phrase,
         else before the first of them; `final_end` when none fits (or `span_s` is 0). The cut
         lies halfway through the gap before that word, so none of it is cut off."""
+        if span_s <= 0:
+            return self.final_end
         words = list(self.finals)
         inside = [i for i, w in enumerate(words) if w.start >= self.final_end - span_s]
-        if span_s <= 0 or not inside:
+        if not inside:
             return self.final_end
         starts = [i for i in inside if i > 0 and PHRASE_END.search(words[i - 1].text.strip())]
         i = (starts or inside)[0]
