@@ -95,6 +95,12 @@ def _bench_arguments(bench: Parser) -> None:
     add_bench_arguments(bench)
 
 
+def _replay_arguments(replay: Parser) -> None:
+    from whisperwire.bench.replay import add_replay_arguments
+
+    add_replay_arguments(replay)
+
+
 # name: (summary, description, what adds its arguments)
 COMMANDS: dict[str, tuple[str, str, Callable[[Parser], None]]] = {
     "serve": (
@@ -108,6 +114,13 @@ COMMANDS: dict[str, tuple[str, str, Callable[[Parser], None]]] = {
         "Benchmark a live server (started here, or --url) beside a fixed-window "
         "baseline; writes JSON, Markdown and PNG plots.",
         _bench_arguments,
+    ),
+    "replay": (
+        "replay recordings through the streaming policy on a virtual clock",
+        "Stream the long-form file (or test-other clips) through the streaming policy with "
+        "the real model, on a virtual clock: the same flags give the same transcript on any "
+        "machine. Compares policies given as `serve` flags by WER and virtual lag.",
+        _replay_arguments,
     ),
     "transcribe": (
         "transcribe audio files on a running server",
@@ -247,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from whisperwire.bench.runner import run_bench
 
         return run_bench(args)
+    if args.command == "replay":
+        from whisperwire.bench.replay import run_replay
+
+        return run_replay(args)
     try:
         if args.command == "transcribe":
             return run_transcribe(args)

@@ -240,7 +240,12 @@ def test_serving_does_not_import_the_benchmark() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "words"), [([], "{serve,bench,transcribe}"), (["bench"], "--server-args")]
+    ("argv", "words"),
+    [
+        ([], "{serve,bench,replay,transcribe}"),
+        (["bench"], "--server-args"),
+        (["replay"], "--long-seconds"),
+    ],
 )
 def test_the_other_helps_still_work(
     capsys: pytest.CaptureFixture[str], argv: list[str], words: str

@@ -1,0 +1,282 @@
+"""`whisperwire replay`: the streaming policy run on recordings on a virtual clock.
+
+A live bench run measures the server as users get it, but two runs of the same server differ
+by 2-3 points of long-form WER: when each decode starts depends on how fast the machine was a
+moment ago, and Whisper's answer depends on where its window ends. A replay takes the machine
+out: audio arrives in 0.1 s frames on a virtual clock, every decode the policy asks for runs
+on the real model at once and its answer is applied when a fixed cost model says it would be
+done (`DecodeCost`), as one worker would serve one stream. The same settings give the same
+transcript on every run and on any machine, so two policies are compared on the words alone.
+Lags are virtual too: what the policy would give on a machine as fast as the cost model.
+
+Each variant is given as `serve` flags (`--server-args`, `--also NAME=FLAGS`), so a setting
+found here is tried on the live bench with the same words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whisperwire.endpointing import SAMPLE_RATE, VAD_CHUNK
+from whisperwire.policy import Policy
+from whisperwire.policy_config import PolicyConfig
+from whisperwire.policy_events import DecodeRequest, Final, Partial
+from whisperwire.words import Hypothesis
+
+FRAME_S = 0.1  # audio arrives in frames this long, as the bench's clients send it
+WINDOW_S = 60.0  # the first and last minute of a long recording, compared
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    """Virtual seconds a decode takes: a fixed part and a part per second of window. Fitted
+    to tiny.en int8 on 2 cores (issue 11's figures): greedy 0.59 / 0.77 / 1.30 s and beam 5
+    with word times 0.69 / 1.08 / 1.90 s for 2 / 10 / 25 s of audio."""
+
+    partial_s: float = 0.53
+    partial_per_s: float = 0.031
+    thorough_s: float = 0.58
+    thorough_per_s: float = 0.052
+
+    def __call__(self, request: DecodeRequest, greedy_partials: bool = True) -> float:
+        length = len(request.audio) / SAMPLE_RATE
+        if request.kind == "partial" and greedy_partials:
+            return self.partial_s + self.partial_per_s * length
+        return self.thorough_s + self.thorough_per_s * length
+
+
+@dataclass
+class Replayed:
+    """What a client would have received, on the virtual clock."""
+
+    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    decodes: int = 0
+
+    @property
+    def text(self) -> str:
+        return " ".join(m["text"] for _, m in self.messages if m["type"] == "final").strip()
+
+
+def replay(
+    policy: Policy,
+    audio: np.ndarray,
+    probs: np.ndarray,
+    decode: Callable[[DecodeRequest], Hypothesis],
+    cost: Callable[[DecodeRequest], float],
+) -> Replayed:
+    """Stream `audio` (16 kHz) with its VAD probabilities (one per 512 samples) through
+    `policy` on a virtual clock: one decode at a time, applied `cost(request)` seconds after
+    it was asked for; then the end of the stream, and every decode it still needs."""
+    out = Replayed()
+    pending: tuple[DecodeRequest, float, Hypothesis] | None = None
+
+    def collect(now: float) -> None:
+        for event in policy.events():
+            if isinstance(event, Final | Partial):
+                kind = "final" if isinstance(event, Final) else "partial"
+                out.messages.append((now, {"type": kind, "text": event.text}))
+
+    def settle(now: float) -> None:
+        nonlocal pending
+        if pending is not None and pending[1] <= now + 1e-9:
+            request, done, hypothesis = pending
+            pending = None
+            policy.apply(request, hypothesis)
+            collect(done)
+        if pending is None:
+            request = policy.next_request()
+            collect(now)
+            if request is not None:
+                out.decodes += 1
+                pending = (request, now + cost(request), decode(request))
+
+    frame = int(FRAME_S * SAMPLE_RATE)
+    fed = 0
+    while fed < len(audio):
+        chunk = audio[fed : fed + frame]
+        scored = fed // VAD_CHUNK
+        fed += len(chunk)
+        policy.feed(chunk, probs[scored : fed // VAD_CHUNK])
+        settle(fed / SAMPLE_RATE)
+    now = fed / SAMPLE_RATE
+    policy.finish()
+    collect(now)
+    while True:
+        if pending is not None:
+            now = max(now, pending[1])
+        settle(now)
+        if pending is None:
+            collect(now)
+            return out
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    from whisperwire.bench.arguments import _also
+
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help='`serve` flags of the policy replayed, e.g. "--trim-context 5" (default: none)',
+    )
+    parser.add_argument(
+        "--also",
+        type=_also,
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="another policy replayed on the same audio, as `serve` flags; repeatable",
+    )
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--long-seconds",
+        type=float,
+        default=None,
+        help="replay the long-form file's first S seconds (default: all 13.3 minutes)",
+    )
+    what.add_argument(
+        "--clips", type=int, default=None, help="replay this many test-other clips instead"
+    )
+    parser.add_argument("--audio", type=Path, default=None, help="the shared test-audio folder")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the results (with transcripts) here, JSON"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="offline-reference cache file (default: ~/.cache/whisperwire/bench-offline.json)",
+    )
+
+
+@dataclass
+class _Variant:
+    name: str
+    flags: tuple[str, ...]
+    policy: PolicyConfig
+    language: str  # as `serve` takes it: a code, or "auto"
+    model: str | None
+    engine: dict[str, Any]  # EngineOptions fields the flags set
+
+
+def _variant(name: str, flags: Sequence[str]) -> _Variant:
+    from whisperwire.cli import build_parser, settings_from_args
+
+    args = build_parser("serve").parse_args(["serve", *flags])
+    settings = settings_from_args(args)
+    engine = {
+        "beam_size": settings.beam_size,
+        "partial_beam_size": settings.partial_beam_size,
+        "no_fallback": settings.no_fallback,
+    }
+    model = settings.checkpoint or settings.model
+    return _Variant(name, tuple(flags), settings.policy, settings.language, model, engine)
+
+
+def _recordings(args: argparse.Namespace) -> list[Any]:
+    from whisperwire.bench.corpus import (
+        check_root,
+        default_audio_root,
+        librispeech_clips,
+        long_clip,
+    )
+
+    root = args.audio or default_audio_root()
+    check_root(root)
+    if args.clips is not None:
+        return librispeech_clips(root)[: args.clips]
+    return [long_clip(root, args.long_seconds)]
+
+
+def _figures(
+    clips: Sequence[Any], runs: Sequence[Replayed], offline: Any, cost: DecodeCost
+) -> dict[str, Any]:
+    from whisperwire.bench import metrics as M
+
+    refs = [c.reference for c in clips]
+    lags: list[M.WordLag] = []
+    total = 0
+    for clip, run in zip(clips, runs, strict=True):
+        some, n = M.word_lags(offline.get(clip).words, M.timeline(run.messages), lambda t: t)
+        lags += some
+        total += n
+    wer = M.wer(refs, [r.text for r in runs])
+    wer_offline = M.wer(refs, [offline.get(c).text for c in clips])
+    figures: dict[str, Any] = {
+        "wer": None if wer is None else round(wer, 4),
+        "wer_offline": None if wer_offline is None else round(wer_offline, 4),
+        "wer_ratio": round(wer / wer_offline, 3) if wer is not None and wer_offline else None,
+        "latency": M.latency_block(lags, total),
+        "decodes": sum(r.decodes for r in runs),
+        "cost_model": asdict(cost),
+    }
+    if len(clips) == 1:
+        end = max((w.end for w in lags), default=0.0)
+        window = min(WINDOW_S, end / 2)
+        first = [w for w in lags if w.end < window]
+        last = [w for w in lags if w.end >= end - window]
+        figures["latency_first_window"] = M.latency_block(first, len(first))
+        figures["latency_last_window"] = M.latency_block(last, len(last))
+    return figures
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from whisperwire.bench.corpus import OfflineReference, load
+    from whisperwire.bench.inputs import default_cache
+    from whisperwire.engine import Engine, EngineOptions, resolve_model
+    from whisperwire.vad import StreamingVad
+
+    variants = [_variant("whisperwire", shlex.split(args.server_args))]
+    variants += [_variant(name, flags) for name, flags in args.also]
+    clips = _recordings(args)
+    audio = [load(c.path, c.start, c.end) for c in clips]
+    probs = [StreamingVad().process(a) for a in audio]
+    cache = args.cache or default_cache()
+    offline = OfflineReference(cache, beam_size=variants[0].engine["beam_size"])
+    for clip in clips:
+        offline.get(clip)
+    offline.release()
+    cost = DecodeCost()
+    results: dict[str, Any] = {"recordings": [c.name for c in clips], "variants": {}}
+    for v in variants:
+        started = time.perf_counter()
+        engine = Engine(resolve_model(v.model), EngineOptions(threads=1, workers=1, **v.engine))
+        # as the server does: an English-only model transcribes English; "auto": detect
+        language = None if v.language == "auto" else v.language
+        language = language if engine.multilingual else "en"
+        costs = partial(cost, greedy_partials=v.engine["partial_beam_size"] == 1)
+        runs = [
+            replay(Policy(v.policy, language), a, p, engine.decode, costs)
+            for a, p in zip(audio, probs, strict=True)
+        ]
+        figures = _figures(clips, runs, offline, cost)
+        figures["flags"] = list(v.flags)
+        figures["wall_s"] = round(time.perf_counter() - started, 1)
+        figures["texts"] = [r.text for r in runs]
+        results["variants"][v.name] = figures
+        print(_line(v.name, figures), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+def _line(name: str, f: dict[str, Any]) -> str:
+    final, first = f["latency"]["final"], f["latency"]["first_seen"]
+    return (
+        f"{name}: WER {f['wer']:.2%} (offline {f['wer_offline']:.2%}, {f['wer_ratio']}x), "
+        f"final lag p50 {final['p50']} s p95 {final['p95']} s, first seen p50 {first['p50']} s, "
+        f"{f['decodes']} decodes ({' '.join(f['flags']) or 'defaults'})"
+    )

@@ -1,0 +1,101 @@
+"""`whisperwire replay`'s virtual clock, driven by a scripted fake transcriber: no model."""
+
+from __future__ import annotations
+
+import numpy as np
+from scripted import FakeWhisper, script, vad_probs
+
+from whisperwire.bench.replay import DecodeCost, _variant, replay
+from whisperwire.endpointing import VAD_CHUNK
+from whisperwire.policy import Policy
+from whisperwire.policy_events import DecodeRequest
+
+WORDS = [
+    "so",
+    "my",
+    "fellow",
+    "americans",
+    "ask",
+    "not",
+    "what",
+    "your",
+    "country",
+    "can",
+    "do",
+    "for",
+    "you",
+]
+
+
+def _replay(cost_s: float, fake: FakeWhisper, asked: list[tuple[float, float]] | None = None):
+    """Three seconds of silence, the scripted words from 0.5 s, silence after them."""
+    duration = 0.5 + 0.4 * len(WORDS) + 2.0
+    probs = vad_probs(duration, [(0.5, 0.5 + 0.4 * len(WORDS))])
+    audio = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+
+    def cost(request: DecodeRequest) -> float:
+        if asked is not None:
+            asked.append((request.end, cost_s))
+        return cost_s
+
+    return replay(Policy(), audio, probs, fake, cost)
+
+
+def test_a_replay_gives_every_spoken_word_once_and_never_before_it_was_spoken() -> None:
+    spoken = script(WORDS, 0.5)
+    fake = FakeWhisper(spoken, unstable_tail=False)
+    out = _replay(0.4, fake)
+    assert out.text.lower().replace(".", "").split() == WORDS
+    assert out.decodes == fake.calls
+    times = [t for t, _ in out.messages]
+    assert times == sorted(times)
+    finals = [(t, m["text"]) for t, m in out.messages if m["type"] == "final"]
+    said = {s.text.strip(): s.end for s in spoken}
+    for at, text in finals:
+        last = text.lower().replace(".", "").split()[-1]
+        assert at >= said[last], (at, text)
+
+
+def test_an_answer_arrives_when_its_cost_says_the_decode_is_done() -> None:
+    asked: list[tuple[float, float]] = []
+    out = _replay(1.5, FakeWhisper(script(WORDS, 0.5), unstable_tail=False), asked)
+    first_request_end, cost = asked[0]
+    first_message_at = out.messages[0][0]
+    assert first_message_at >= first_request_end + cost - 1e-9
+
+
+def test_slower_decodes_give_later_finals_and_fewer_decodes() -> None:
+    quick = _replay(0.3, FakeWhisper(script(WORDS, 0.5), unstable_tail=False))
+    slow = _replay(1.2, FakeWhisper(script(WORDS, 0.5), unstable_tail=False))
+    assert slow.text == quick.text
+    assert slow.decodes < quick.decodes
+
+    def last_final(out):
+        return max(t for t, m in out.messages if m["type"] == "final")
+
+    assert last_final(slow) > last_final(quick)
+
+
+def test_the_same_replay_gives_the_same_messages() -> None:
+    one = _replay(0.7, FakeWhisper(script(WORDS, 0.5)))
+    two = _replay(0.7, FakeWhisper(script(WORDS, 0.5)))
+    assert one.messages == two.messages
+
+
+def test_the_cost_model_charges_partials_and_thorough_decodes_by_window_length() -> None:
+    cost = DecodeCost()
+
+    def request(kind: str, seconds: float) -> DecodeRequest:
+        audio = np.zeros(int(seconds * 16000), dtype=np.float32)
+        return DecodeRequest(0, audio, 0.0, "", "en", "transcribe", kind)  # type: ignore[arg-type]
+
+    assert cost(request("partial", 2)) < cost(request("partial", 10)) < cost(request("final", 10))
+    assert cost(request("partial", 10), greedy_partials=False) == cost(request("final", 10))
+
+
+def test_variants_are_given_as_serve_flags() -> None:
+    v = _variant("ctx", ["--trim-context", "5", "--commit", "agreement", "-bs", "3"])
+    assert v.policy.trim_context_s == 5.0 and v.policy.commit == "agreement"
+    assert v.engine["beam_size"] == 3 and v.language == "auto"
+    assert _variant("plain", []).policy.trim_context_s == 0.0
+    assert _variant("de", ["--language", "de"]).language == "de"
