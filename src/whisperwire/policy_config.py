@@ -24,13 +24,19 @@ class PolicyConfig:
     end_pad_s: float = 0.3  # audio kept after a region
     context_gap_s: float = 2.0  # after a pause this short, the last region stays as context
     step_s: float = 0.5  # new audio between two partial decodes
-    trim_s: float = 15.0  # trim the window at the last final word beyond this length
-    # Seconds of final words a trimmed window keeps before its new audio, from a phrase start
-    # (0: none, the window starts at the last final word). In continuous speech a window cut
-    # at the last final word starts mid-sentence with no left context (2-3 s of audio), and
-    # tiny.en mangled what came first ("cried to the the thee" for "cried to the eunuch and
-    # said to him woe to thee").
-    trim_context_s: float = 0.0
+    # Trim the window beyond this length: at the last final word, or `trim_context_s` before
+    # it. Seconds of final words a trimmed window keeps before its new audio, from a phrase
+    # start (0: none). A window cut at the last final word starts mid-sentence with no left
+    # context (2-3 s of audio), and tiny.en mangled what came first ("cried to the the thee"
+    # for "cried to the eunuch and said to him woe to thee"). Chosen by `whisperwire replay`
+    # (virtual clock: the same transcript on every run), WER on 100 test-other clips / the
+    # long-form file's first 234 s / all 13.3 min (offline 13.6 / 8.6 / 12.0 %), final lag
+    # p50 / p95 on the clips: trim 15 s, no context (the earlier default) 14.8 / 16.1 / 17.9 %,
+    # 1.89 / 2.66 s; context 5 s 14.5 / 12.5 / 15.5 %, 1.89 / 2.67 s; context 5 s and trim
+    # 10 s 14.2 / 12.0 / 15.6 %, 1.87 / 2.49 s. On 234 s: context 3 s 12.9 %, 10 s 13.8 %;
+    # with trim 10 s: context 7 s 13.6 %, trim 8 s 13.4 %.
+    trim_s: float = 10.0
+    trim_context_s: float = 5.0
     # Never decode more than this (Whisper's window is 30 s). Measured on the 13.3-min
     # long-form file sent at once (offline WER 11.0 %), where a backlog is decoded in windows
     # of this length: 20 s 14.1 %, 25 s 12.3 %, 27 s 13.0 %, 29 s 11.5 %, 30 s 11.7 %.

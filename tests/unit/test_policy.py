@@ -545,7 +545,7 @@ def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once() -> N
     words = [f"w{i}" for i in range(60)]
     spoken = script(words, 0.5, per_word=0.35)
     fake = FakeWhisper(spoken, unstable_tail=False)
-    events = run(one_pass(trim_s=4.0), fake, 25.0, [(0.5, 21.6)])
+    events = run(one_pass(trim_s=4.0, trim_context_s=0.0), fake, 25.0, [(0.5, 21.6)])
     assert finals_text(events) == " ".join(words)
     starts = sorted({round(r.offset, 3) for r in fake.requests})[1:]  # trimmed windows
     assert len(starts) >= 3

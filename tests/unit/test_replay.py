@@ -97,5 +97,5 @@ def test_variants_are_given_as_serve_flags() -> None:
     v = _variant("ctx", ["--trim-context", "5", "--commit", "agreement", "-bs", "3"])
     assert v.policy.trim_context_s == 5.0 and v.policy.commit == "agreement"
     assert v.engine["beam_size"] == 3 and v.language == "auto"
-    assert _variant("plain", []).policy.trim_context_s == 0.0
+    assert _variant("plain", ["--trim-context", "0"]).policy.trim_context_s == 0.0
     assert _variant("de", ["--language", "de"]).language == "de"
