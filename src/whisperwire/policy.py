@@ -25,9 +25,11 @@ How text becomes final:
   as the decoder's prefix, so Whisper generates only what follows them (`continuation.py`).
 * **End of a region** (a pause, `flush`, `end`): one last decode of the rest of the region,
   all of whose words become final.
-* **Long speech without pauses**: the window is trimmed at the end of the last final word
-  once it exceeds `trim_s`, and a window never exceeds `max_window_s` (a forced commit at
-  Whisper's segment boundary), so no decode goes past Whisper's 30 s.
+* **Long speech without pauses**: once the window exceeds `trim_s` it is trimmed to start
+  up to `trim_context_s` before the last final word, at a phrase start (those words are
+  decoded again as left context and cut at the seam), and a window never exceeds
+  `max_window_s` (a forced commit at Whisper's segment boundary), so no decode goes past
+  Whisper's 30 s.
 * **Language** (`language` None): detected on each window until it is fixed for the region
   on enough audio; nothing is committed before (`language_choice.py`).
 * **Catch-up.** Requests always cover all audio that has arrived, so a client that sends
