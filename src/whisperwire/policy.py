@@ -459,7 +459,11 @@ class Policy:
         length = (self._last_request_end - self._win_start) / SAMPLE_RATE
         if length <= self.config.trim_s:
             return
-        at = int(self._words.context_start(self.config.trim_context_s) * SAMPLE_RATE)
+        # A forced prefix conditions the window on the committed words already: with context
+        # words forced as well, tiny.en ended live speech with invented text and lost the rest
+        # (e2e test_forced_prefix), so such a window starts at the last final word.
+        span = 0.0 if self.config.forced_prefix else self.config.trim_context_s
+        at = int(self._words.context_start(span) * SAMPLE_RATE)
         if at > self._win_start:
             self._win_start = at
             self._discard_unneeded()

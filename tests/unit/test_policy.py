@@ -541,11 +541,15 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
     assert [e.text for e in events if isinstance(e, Final)] == ["old"]
 
 
-def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once() -> None:
+@pytest.mark.parametrize(
+    "config", [{"trim_context_s": 0.0}, {"trim_context_s": 1.5, "forced_prefix": True}]
+)
+def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once(config) -> None:
+    """Without context; and with a forced prefix, which keeps none."""
     words = [f"w{i}" for i in range(60)]
     spoken = script(words, 0.5, per_word=0.35)
     fake = FakeWhisper(spoken, unstable_tail=False)
-    events = run(one_pass(trim_s=4.0, trim_context_s=0.0), fake, 25.0, [(0.5, 21.6)])
+    events = run(one_pass(trim_s=4.0, **config), fake, 25.0, [(0.5, 21.6)])
     assert finals_text(events) == " ".join(words)
     starts = sorted({round(r.offset, 3) for r in fake.requests})[1:]  # trimmed windows
     assert len(starts) >= 3
