@@ -73,6 +73,16 @@ def _scenarios(text: str) -> tuple[str, ...]:
     return values
 
 
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """`--cache`: where the offline reference is kept (the bench's and the replay's)."""
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="offline-reference cache file (default: ~/.cache/whisperwire/bench-offline.json)",
+    )
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's flags (for `benchmarks/run.py` and `whisperwire bench`)."""
     _add_system_arguments(parser)
@@ -190,12 +200,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="offline-reference cache file (default: ~/.cache/whisperwire/bench-offline.json)",
-    )
+    add_cache_argument(parser)
     parser.add_argument(
         "--report-only",
         type=Path,

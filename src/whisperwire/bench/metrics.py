@@ -246,6 +246,17 @@ def latency_block(lags: Sequence[WordLag], reference_tokens: int) -> dict[str, A
     }
 
 
+def edge_windows(
+    lags: Sequence[WordLag], duration: float, window_s: float
+) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """A long stream's first and last `window_s` (at most half of it each): the window's
+    length, and the latency blocks of the words that end in each."""
+    window = min(window_s, duration / 2)
+    first = [w for w in lags if w.end < window]
+    last = [w for w in lags if w.end >= duration - window]
+    return window, latency_block(first, len(first)), latency_block(last, len(last))
+
+
 def slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope of y over x; None with fewer than 3 points or no spread in x."""
     if len(points) < 3:

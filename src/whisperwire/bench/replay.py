@@ -124,7 +124,7 @@ def replay(
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    from whisperwire.bench.arguments import _also
+    from whisperwire.bench.arguments import _also, add_cache_argument
 
     parser.add_argument(
         "--server-args",
@@ -153,12 +153,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="write the results (with transcripts) here, JSON"
     )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="offline-reference cache file (default: ~/.cache/whisperwire/bench-offline.json)",
-    )
+    add_cache_argument(parser)
 
 
 @dataclass
@@ -201,9 +196,14 @@ def _recordings(args: argparse.Namespace) -> list[Any]:
 
 
 def _figures(
-    clips: Sequence[Any], runs: Sequence[Replayed], offline: Any, cost: DecodeCost
+    clips: Sequence[Any],
+    durations: Sequence[float],
+    runs: Sequence[Replayed],
+    offline: Any,
+    cost: DecodeCost,
 ) -> dict[str, Any]:
     from whisperwire.bench import metrics as M
+    from whisperwire.bench.scenarios.common import rounded
 
     refs = [c.reference for c in clips]
     lags: list[M.WordLag] = []
@@ -215,20 +215,16 @@ def _figures(
     wer = M.wer(refs, [r.text for r in runs])
     wer_offline = M.wer(refs, [offline.get(c).text for c in clips])
     figures: dict[str, Any] = {
-        "wer": None if wer is None else round(wer, 4),
-        "wer_offline": None if wer_offline is None else round(wer_offline, 4),
-        "wer_ratio": round(wer / wer_offline, 3) if wer is not None and wer_offline else None,
+        "wer": rounded(wer, 4),
+        "wer_offline": rounded(wer_offline, 4),
+        "wer_ratio": rounded(wer / wer_offline, 3) if wer is not None and wer_offline else None,
         "latency": M.latency_block(lags, total),
         "decodes": sum(r.decodes for r in runs),
         "cost_model": asdict(cost),
     }
     if len(clips) == 1:
-        end = max((w.end for w in lags), default=0.0)
-        window = min(WINDOW_S, end / 2)
-        first = [w for w in lags if w.end < window]
-        last = [w for w in lags if w.end >= end - window]
-        figures["latency_first_window"] = M.latency_block(first, len(first))
-        figures["latency_last_window"] = M.latency_block(last, len(last))
+        _, first, last = M.edge_windows(lags, durations[0], WINDOW_S)
+        figures["latency_first_window"], figures["latency_last_window"] = first, last
     return figures
 
 
@@ -243,6 +239,7 @@ def run_replay(args: argparse.Namespace) -> int:
     clips = _recordings(args)
     audio = [load(c.path, c.start, c.end) for c in clips]
     probs = [StreamingVad().process(a) for a in audio]
+    durations = [len(a) / SAMPLE_RATE for a in audio]
     cache = args.cache or default_cache()
     offline = OfflineReference(cache, beam_size=variants[0].engine["beam_size"])
     for clip in clips:
@@ -261,7 +258,7 @@ def run_replay(args: argparse.Namespace) -> int:
             replay(Policy(v.policy, language), a, p, engine.decode, costs)
             for a, p in zip(audio, probs, strict=True)
         ]
-        figures = _figures(clips, runs, offline, cost)
+        figures = _figures(clips, durations, runs, offline, cost)
         figures["flags"] = list(v.flags)
         figures["wall_s"] = round(time.perf_counter() - started, 1)
         figures["texts"] = [r.text for r in runs]

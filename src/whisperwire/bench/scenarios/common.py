@@ -89,17 +89,15 @@ def long_stream_figures(
     server's RSS and CPU time per audio second over the run, and the stream's drain."""
     log = run.logs[0]
     _, lags, ref_tokens = lags_of(log, stream, offline)
-    window = min(window_s, stream.duration / 2)
-    first = [w for w in lags if w.end < window]
-    last = [w for w in lags if w.end >= stream.duration - window]
+    window, first, last = M.edge_windows(lags, stream.duration, window_s)
     reference = [stream.reference or ""]
     return lags, {
         "wer_stream": rounded(M.wer(reference, [log.text]), 4),
         "wer_offline": rounded(M.wer(reference, [stream_offline_text(stream, offline)]), 4),
         "latency": M.latency_block(lags, ref_tokens),
         "window_s": round(window, 1),
-        "latency_first_window": M.latency_block(first, len(first)),
-        "latency_last_window": M.latency_block(last, len(last)),
+        "latency_first_window": first,
+        "latency_last_window": last,
         **rss_figures(run.rss, run.interval),
         "cpu_per_audio_s": rounded(run.cpu_s / stream.duration, 3)
         if run.cpu_s is not None
