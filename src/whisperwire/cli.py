@@ -226,6 +226,7 @@ def run_serve(settings: Settings) -> int:
         compute_type=compute_type,
         threads=settings.threads,
         workers=settings.workers,
+        solo_threads=settings.solo_threads,
         batch=settings.batch,
         beam_size=settings.beam_size,
         partial_beam_size=settings.partial_beam_size,

@@ -6,8 +6,10 @@ import bisect
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,7 @@ class EngineOptions:
     partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
     no_fallback: bool = False  # temperature 0 only, for every decode (whisper.cpp's -nf)
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
+    solo_threads: int = 0  # threads of the lone session's decoder; 0: auto; 1: none
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
 
@@ -116,6 +119,12 @@ def auto_batch(device: str) -> int:
     encoder pass 0.48 s alone, 0.44 / 0.48 / 0.54 s per window at batch 2 / 4 / 8), and a
     batch holds every session in it until the slowest window is done."""
     return 8 if device == "cuda" else 1
+
+
+def auto_solo_threads(device: str, workers: int, threads: int) -> int:
+    """Threads of the second decoder a lone session's decodes run on (`Scheduler` solo), or
+    1 for none: on a CPU with several workers, all their threads together."""
+    return workers * threads if device != "cuda" and workers > 1 else 1
 
 
 def auto_workers(device: str) -> int:
@@ -158,17 +167,27 @@ class Engine:
         self.batch = options.batch or auto_batch(options.device)
         self.decode_estimate_s = 0.5  # one decode's seconds; measured by warm_up()
         threads = options.threads or max(1, (os.cpu_count() or 1) // self.workers)
-        try:
-            self.model = WhisperModel(
-                location,
-                device=options.device,
-                compute_type=options.compute_type,
-                cpu_threads=threads,
-                num_workers=self.workers,
-                local_files_only=source.kind != "hub",
-            )
-        except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError
-            raise ModelError(f"cannot load model {source.location}: {exc}") from exc
+        self.solo_threads = options.solo_threads or auto_solo_threads(
+            options.device, self.workers, threads
+        )
+        self._lane = threading.local()  # .solo: this thread decodes on the solo decoder
+
+        def load(threads: int, workers: int) -> WhisperModel:
+            try:
+                return WhisperModel(
+                    location,
+                    device=options.device,
+                    compute_type=options.compute_type,
+                    cpu_threads=threads,
+                    num_workers=workers,
+                    local_files_only=source.kind != "hub",
+                )
+            except Exception as exc:  # noqa: BLE001 - ctranslate2: RuntimeError/ValueError
+                raise ModelError(f"cannot load model {source.location}: {exc}") from exc
+
+        self._workers_model = load(threads, self.workers)
+        # a second copy of the weights, on all the cores, for a session that is alone
+        self._solo_model = load(self.solo_threads, 1) if self.solo_threads > 1 else None
         self.name = BUNDLED if source.kind == "bundled" else source.location
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages: frozenset[str] = (
@@ -187,14 +206,43 @@ class Engine:
                     )
 
     @property
+    def model(self) -> Any:
+        """The faster-whisper model this thread decodes on: the workers' (one thread each by
+        default), or inside `solo_lane` the one on all the cores."""
+        if self._solo_model is not None and getattr(self._lane, "solo", False):
+            return self._solo_model
+        return self._workers_model
+
+    @property
+    def has_solo_lane(self) -> bool:
+        return self._solo_model is not None
+
+    @contextmanager
+    def solo_lane(self) -> Iterator[None]:
+        """Decode on the solo decoder (all the cores) within this block, on this thread: the
+        scheduler's lane for a job run while no other session asks for work."""
+        self._lane.solo = True
+        try:
+            yield
+        finally:
+            self._lane.solo = False
+
+    def in_solo_lane(self) -> bool:
+        return self._solo_model is not None and getattr(self._lane, "solo", False)
+
+    @property
     def _temperatures(self) -> tuple[float, ...]:
         """The fallback ladder of a thorough decode (temperature 0 only with --no-fallback)."""
         return (0.0,) if self.options.no_fallback else FALLBACK_TEMPERATURES
 
     def warm_up(self) -> float:
-        """One decode of silence, so the first user request does not pay for lazy set-up;
-        then a second, timed: the seconds one decode takes before any is measured."""
+        """One decode of silence on each decoder, so the first user request does not pay for
+        lazy set-up; then a second on a worker's, timed: the seconds one decode takes before
+        any is measured."""
         silence = np.zeros(16000, dtype=np.float32)
+        if self._solo_model is not None:
+            with self.solo_lane():
+                self.decode_window(silence, "", "en", "transcribe")
         self.decode_window(silence, "", "en", "transcribe")
         started = time.perf_counter()
         self.decode_window(silence, "", "en", "transcribe")

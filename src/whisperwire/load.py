@@ -16,7 +16,10 @@ The model, in worker-seconds per second:
   and decodes at the policy's base step (0.5 s). Workers beyond that are not left idle: a
   stream may have ``parallel = min(max_parallel, W // (streams + clips))`` partial decodes
   running at once, at ``base / parallel`` apart, so one stream on two workers gets an update
-  every 0.25 s where one worker gives one about every decode time. With more, every live stream
+  every 0.25 s where one worker gives one about every decode time. Where the engine has a
+  solo decoder on all the cores (`solo`), a lone stream or clip runs one decode at a time on
+  it instead: each finishes sooner, and no decode of it waits in the queue with a snapshot of
+  audio taken while the one before ran. With more, every live stream
   gets the same step, the smallest at or above the base step in which a round of the workers
   fits: ``step = max(base, (n * t_p + clips * t_f) / (W * target))``; it returns to the base
   step as they leave.
@@ -66,6 +69,7 @@ class LoadMonitor:
     commit_guard_s: float = 0.0  # one-pass: how old a word must be before it is committed
     target: float = 0.85  # share of the workers' time planned for streams and clips
     max_parallel: int = 2  # partial decodes of one stream that may run at once on idle workers
+    solo: bool = False  # a lone session's decodes run one at a time on all the cores
     idle_s: float = 10.0  # a stream that sent no audio for this long costs nothing
     _partial: _Average = field(init=False)
     _final: _Average = field(init=False)
@@ -128,6 +132,8 @@ class LoadMonitor:
         """Partial decodes one live stream may have running at once: more than one only while
         the workers outnumber the streams and clips."""
         n = self.live_streams if streams is None else streams
+        if self.solo and n + self._clips <= 1:
+            return 1
         return max(1, min(self.max_parallel, self.workers // max(1, n + self._clips)))
 
     def step(self, streams: int | None = None) -> float:
@@ -168,6 +174,7 @@ class LoadMonitor:
         live, capacity = self.live_streams, self.capacity()
         return {
             "workers": self.workers,
+            "solo": self.solo,
             "live_streams": live,
             "clips": self._clips,
             "capacity": capacity,

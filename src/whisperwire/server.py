@@ -67,7 +67,10 @@ class App:
         self.forwarder = forwarder
         self.metrics = metrics or Metrics()
         self.scheduler = Scheduler(
-            workers=engine.workers, max_batch=engine.batch, on_done=self.metrics.decode_done
+            workers=engine.workers,
+            max_batch=engine.batch,
+            on_done=self.metrics.decode_done,
+            solo=engine.solo_lane if engine.has_solo_lane else None,
         )
         self.metrics.watch_queue(lambda: self.scheduler.pending)
         prior = engine.decode_estimate_s
@@ -80,6 +83,7 @@ class App:
             decodes_per_commit=1 if settings.policy.commit == "one-pass" else 2,
             commit_guard_s=settings.policy.guard_s if settings.policy.commit == "one-pass" else 0,
             max_parallel=settings.stream_decodes,
+            solo=engine.has_solo_lane,
         )
         process = psutil.Process()
         limit_mb = settings.max_memory_mb or 0.8 * psutil.virtual_memory().total / 2**20

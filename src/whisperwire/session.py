@@ -28,7 +28,7 @@ from whisperwire.policy import DecodeRequest, Hypothesis, Policy
 from whisperwire.policy_config import PolicyConfig
 from whisperwire.protocol import events as ev
 from whisperwire.protocol.openai_realtime_session import Settings
-from whisperwire.scheduler import Batchable, Overloaded, Scheduler
+from whisperwire.scheduler import Batchable, Overloaded, Scheduler, running_solo
 from whisperwire.wire import wire_event
 
 log = logging.getLogger("whisperwire.session")
@@ -59,15 +59,18 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)  # the server's; default: one of its own
 
 
-def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[tuple[Hypothesis, float]]]:
+Timed = tuple[Hypothesis, float, bool]  # a decode's words, its seconds, whether it ran solo
+
+
+def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[Timed]]:
     """`engine.decode_batch`, each result with its share of the batch's seconds (the load
     monitor's measure of what one decode costs)."""
 
-    def run(requests: list[DecodeRequest]) -> list[tuple[Hypothesis, float]]:
+    def run(requests: list[DecodeRequest]) -> list[Timed]:
         started = time.perf_counter()
         hypotheses = engine.decode_batch(requests)
         share = (time.perf_counter() - started) / len(requests)
-        return [(hypothesis, share) for hypothesis in hypotheses]
+        return [(hypothesis, share, False) for hypothesis in hypotheses]
 
     return run
 
@@ -350,15 +353,15 @@ class Session:
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
 
-        def timed() -> tuple[Hypothesis, float]:
+        def timed() -> Timed:
             started = time.perf_counter()
             hypothesis = engine.decode(request)
-            return hypothesis, time.perf_counter() - started
+            return hypothesis, time.perf_counter() - started, running_solo()
 
         group = engine.batch_group(request) if engine.batch > 1 else None
         batchable = None if group is None else Batchable(group, request, _timed_batch(engine))
         try:
-            hypothesis, seconds = await self.services.scheduler.run(
+            hypothesis, seconds, solo = await self.services.scheduler.run(
                 self.id, timed, batchable, kind=request.kind
             )
         except asyncio.CancelledError:
@@ -366,7 +369,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
             await self._decode_failed(request, exc)
         else:
-            if self.services.load is not None:
+            if self.services.load is not None and not solo:  # what the workers take
                 self.services.load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
             try:

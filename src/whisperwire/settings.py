@@ -116,6 +116,10 @@ class ModelOptions(Group):
     """decodes run at once, on one copy of the weights (CTranslate2 inter_threads): more workers of
     fewer threads each carry more streams, fewer of more threads decode one stream sooner; 0: one
     single-threaded worker per core on a CPU, one on a GPU"""
+    solo_threads: int = option(0, "--solo-threads", between=(0, 256))
+    """threads of a second copy of the model that decodes for a session while it is the only one
+    asking (one decode at a time, the workers wait): one stream's words come sooner than from a
+    1-thread worker; 0: all the workers' threads, on a CPU with several workers; 1: none"""
     batch: int = option(0, "--batch", between=(0, 64))
     """partial updates of up to this many sessions decoded in one batched call (one encode, one
     greedy generate); 0: 8 on a GPU, 1 (no batching) on a CPU, where it saves nothing"""

@@ -70,6 +70,23 @@ def test_idle_workers_run_a_lone_streams_decodes_side_by_side_until_another_come
     assert monitor(clock, workers=2, max_parallel=1).parallel(1) == 1  # turned off
 
 
+def test_with_a_solo_decoder_a_lone_stream_decodes_one_at_a_time() -> None:
+    """Its decodes run on all the cores: a second at once would only queue behind the first
+    with older audio. Two streams get the workers as before."""
+    clock = Clock()
+    load = monitor(clock, workers=2, solo=True)
+    load.stream_opened("first")
+    assert (load.parallel(), load.step()) == (1, 0.5)
+    load.stream_opened("second")
+    assert (load.parallel(), load.step()) == (1, 0.5)
+    load.stream_closed("first")
+    load.stream_closed("second")
+    load.clip_started()  # a clip alone: on the solo decoder too
+    assert load.parallel(0) == 1
+    four = monitor(clock, workers=4, solo=True)
+    assert four.parallel(2) == 2  # the workers outnumber two streams: side by side
+
+
 def test_a_stream_is_refused_when_it_would_push_the_others_past_the_lag() -> None:
     clock = Clock()
     load = monitor(clock, max_lag_s=3.0, decodes_per_commit=1)

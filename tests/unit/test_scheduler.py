@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from whisperwire.scheduler import Batchable, Overloaded, Scheduler
+from whisperwire.scheduler import Batchable, Overloaded, Scheduler, running_solo
 
 
 def test_jobs_run_off_the_loop_and_return_results() -> None:
@@ -202,5 +204,112 @@ def test_each_job_is_reported_with_its_kind_before_its_result_is_delivered() -> 
         shares = reported[-2:]
         assert [kind for kind, _ in shares] == ["partial", "partial"]
         assert shares[0][1] == shares[1][1]
+
+    asyncio.run(main())
+
+
+class _Lane:
+    """Stands in for `Engine.solo_lane`: counts the jobs run inside it."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.entered = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.inside, self.entered = True, self.entered + 1
+        try:
+            yield
+        finally:
+            self.inside = False
+
+
+def test_a_lone_session_runs_solo_and_a_second_one_ends_it_for_the_window() -> None:
+    now = [0.0]
+    lane = _Lane()
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=2, solo=lane, solo_window_s=2.0, clock=lambda: now[0])
+
+        def seen() -> tuple[bool, bool]:  # (in the lane, running_solo())
+            return lane.inside, running_solo()
+
+        assert await scheduler.run("a", seen) == (True, True)
+        assert await scheduler.run("a", seen) == (True, True)  # its own asking does not count
+        now[0] = 1.0
+        assert await scheduler.run("b", seen) == (False, False)  # a asked 1 s ago
+        now[0] = 2.5
+        assert await scheduler.run("a", seen) == (False, False)  # b asked 1.5 s ago
+        now[0] = 3.6
+        assert await scheduler.run("a", seen) == (True, True)  # b is quiet for 2.6 s
+        assert lane.entered == 3 and scheduler.solo_runs == 3
+        scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_while_a_solo_job_runs_no_other_job_starts() -> None:
+    lane = _Lane()
+
+    async def main() -> list[str]:
+        scheduler = Scheduler(workers=2, solo=lane)
+        order: list[str] = []
+        gate = threading.Event()
+
+        def solo_job() -> bool:
+            gate.wait(5)
+            order.append("a done")
+            return running_solo()
+
+        def other() -> bool:
+            order.append("b started")
+            return running_solo()
+
+        first = asyncio.create_task(scheduler.run("a", solo_job))
+        await asyncio.sleep(0.05)  # a runs solo: it was alone when taken
+        second = asyncio.create_task(scheduler.run("b", other))
+        await asyncio.sleep(0.1)
+        assert order == []  # a free worker waits: the solo job has the cores
+        gate.set()
+        assert await first is True
+        assert await second is False  # a asked within the window: b runs on a worker
+        scheduler.close()
+        return order
+
+    assert asyncio.run(main()) == ["a done", "b started"]
+
+
+def test_two_sessions_run_at_once_on_the_workers() -> None:
+    lane = _Lane()
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=2, solo=lane)
+        both = threading.Barrier(2, timeout=5)  # breaks unless both jobs run at once
+
+        def job() -> bool:
+            both.wait()
+            return running_solo()
+
+        held = threading.Event()
+        warm = asyncio.create_task(scheduler.run("b", lambda: held.wait(5)))
+        await asyncio.sleep(0.05)  # b runs solo until released
+        held.set()
+        await warm
+        assert await asyncio.gather(scheduler.run("a", job), scheduler.run("b", job)) == [
+            False,
+            False,
+        ]
+        assert lane.entered == 1
+        scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_without_a_solo_lane_no_job_runs_solo() -> None:
+    async def main() -> None:
+        scheduler = Scheduler(workers=2)
+        assert await scheduler.run("a", running_solo) is False
+        assert scheduler.solo_runs == 0
+        scheduler.close()
 
     asyncio.run(main())
