@@ -130,7 +130,8 @@ def auto_solo_threads(device: str, workers: int, threads: int) -> int:
 def auto_workers(device: str) -> int:
     """One single-threaded worker per core on a CPU: on 2 cores two 1-thread workers encode
     14 % more windows per second than one of 2 threads, and two live streams get their final
-    words at p95 2.5 s instead of 4.4 s (one stream: 2.2 s instead of 1.9 s). One on a GPU."""
+    words at p95 2.5 s instead of 4.4 s. A lone stream gets all the cores from the solo lane
+    (`auto_solo_threads`). One on a GPU."""
     return 1 if device == "cuda" else max(1, os.cpu_count() or 1)
 
 
