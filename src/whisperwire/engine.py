@@ -210,9 +210,7 @@ class Engine:
     def model(self) -> Any:
         """The faster-whisper model this thread decodes on: the workers' (one thread each by
         default), or inside `solo_lane` the one on all the cores."""
-        if self._solo_model is not None and getattr(self._lane, "solo", False):
-            return self._solo_model
-        return self._workers_model
+        return self._solo_model if self.in_solo_lane() else self._workers_model
 
     @property
     def has_solo_lane(self) -> bool:
@@ -229,6 +227,7 @@ class Engine:
             self._lane.solo = False
 
     def in_solo_lane(self) -> bool:
+        """Does this thread decode on the solo decoder now (inside `solo_lane`, if there is one)?"""
         return self._solo_model is not None and getattr(self._lane, "solo", False)
 
     @property

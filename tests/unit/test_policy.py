@@ -544,7 +544,9 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
 @pytest.mark.parametrize(
     "config", [{"trim_context_s": 0.0}, {"trim_context_s": 1.5, "forced_prefix": True}]
 )
-def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once(config) -> None:
+def test_a_trimmed_window_starts_at_a_final_word_and_says_every_word_once(
+    config: dict[str, float | bool],
+) -> None:
     """Without context; and with a forced prefix, which keeps none."""
     words = [f"w{i}" for i in range(60)]
     spoken = script(words, 0.5, per_word=0.35)
