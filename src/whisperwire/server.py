@@ -26,7 +26,8 @@ from whisperwire.metrics import Metrics
 from whisperwire.protocol import deepgram, native, openai_realtime
 from whisperwire.protocol import events as ev
 from whisperwire.scheduler import Scheduler
-from whisperwire.session import Services, Session
+from whisperwire.services import Services
+from whisperwire.session import Session
 from whisperwire.settings import Settings
 from whisperwire.tls import TLSError, tls_context
 from whisperwire.uvicorn_adapters import (
@@ -227,9 +228,10 @@ def create_app(
     app = FastAPI(title="whisperwire", lifespan=lifespan, **pages)
     app.state.whisperwire = state
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
-        """Liveness and readiness: 503 while draining (the model loads before the port opens)."""
+        """Liveness and readiness: 503 while draining (the model loads before the port opens).
+        HEAD as well, for load balancers' checks that send it."""
         body = {
             "status": "draining" if state.stopping else "ok",
             "model": engine.name,

@@ -12,67 +12,24 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from whisperwire import protocol as proto
-from whisperwire.clips import MAX_CLIP_SECONDS, ClipQueue
-from whisperwire.engine import Engine
-from whisperwire.forward import Forwarder
-from whisperwire.limits import MemoryBudget
-from whisperwire.load import LoadMonitor
-from whisperwire.metrics import Metrics
+from whisperwire.clips import ClipQueue
 from whisperwire.outbox import Close, Connection, Outbox, SendText
 from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy
-from whisperwire.policy_config import PolicyConfig
 from whisperwire.protocol import events as ev
 from whisperwire.protocol.openai_realtime_session import Settings
-from whisperwire.scheduler import Batchable, Overloaded, Scheduler, running_solo
+from whisperwire.scheduler import Batchable, Overloaded
+from whisperwire.services import Services, timed_batch, timed_decode
 from whisperwire.wire import wire_event
 
 log = logging.getLogger("whisperwire.session")
 
 DECODE_ATTEMPTS = 3  # tries of a region's final window before its audio is reported lost
 RETRY_DELAY_S = 0.5  # before the second try; doubles after each failure
-
-
-@dataclass
-class Services:
-    """What every session shares: the model, the scheduler and the server's defaults."""
-
-    engine: Engine
-    scheduler: Scheduler
-    policy_config: PolicyConfig
-    default_language: str
-    default_task: str
-    max_message_bytes: int
-    forwarder: Forwarder | None = None
-    forward_wait_s: float = 30.0  # on `end`, how long the backend's reply may take
-    load: LoadMonitor | None = None  # sets the cadence; None: always the policy's step
-    max_backlog_s: float = 30.0  # undecoded audio before reading pauses; 0: no limit
-    write_timeout_s: float = 60.0  # one message waiting to reach the client; 0: no limit
-    memory: MemoryBudget | None = None  # None: no budget
-    max_clip_s: float = MAX_CLIP_SECONDS
-    resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
-    clock: proto.Clock = proto.utc_now  # stamps every event sent
-    metrics: Metrics = field(default_factory=Metrics)  # the server's; default: one of its own
-
-
-Timed = tuple[Hypothesis, float, bool]  # a decode's words, its seconds, whether it ran solo
-
-
-def _timed_batch(engine: Engine) -> Callable[[list[DecodeRequest]], list[Timed]]:
-    """`engine.decode_batch`, each result with its share of the batch's seconds (the load
-    monitor's measure of what one decode costs)."""
-
-    def run(requests: list[DecodeRequest]) -> list[Timed]:
-        started = time.perf_counter()
-        hypotheses = engine.decode_batch(requests)
-        share = (time.perf_counter() - started) / len(requests)
-        return [(hypothesis, share, False) for hypothesis in hypotheses]
-
-    return run
 
 
 class Session:
@@ -353,16 +310,11 @@ class Session:
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
 
-        def timed() -> Timed:
-            started = time.perf_counter()
-            hypothesis = engine.decode(request)
-            return hypothesis, time.perf_counter() - started, running_solo()
-
         group = engine.batch_group(request) if engine.batch > 1 else None
-        batchable = None if group is None else Batchable(group, request, _timed_batch(engine))
+        batchable = None if group is None else Batchable(group, request, timed_batch(engine))
         try:
             hypothesis, seconds, solo = await self.services.scheduler.run(
-                self.id, timed, batchable, kind=request.kind
+                self.id, timed_decode(engine, request), batchable, kind=request.kind
             )
         except asyncio.CancelledError:
             raise

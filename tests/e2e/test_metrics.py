@@ -109,7 +109,7 @@ def test_errors_clips_and_open_sessions_by_protocol(server: Server) -> None:
     assert moved(before, during, "whisperwire_clip_requests_total") == 1
 
 
-def test_the_api_key_protects_metrics_but_not_health(tmp_path: Path) -> None:
+def test_the_api_key_protects_metrics_but_not_health_or_the_page(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--api-key", "K")
     try:
         refused = get_metrics(server)
@@ -121,6 +121,9 @@ def test_the_api_key_protects_metrics_but_not_health(tmp_path: Path) -> None:
         assert value(samples, "whisperwire_sessions_total", protocol="json") == 0
         health = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=30)
         assert health.status_code == 200
+        for path in ("/health", "/"):  # HEAD too, as load balancers' checks send it
+            head = httpx.head(f"http://127.0.0.1:{server.port}{path}", timeout=30)
+            assert head.status_code == 200 and head.content == b"", path
     finally:
         server.stop()
 

@@ -45,6 +45,10 @@ def test_every_file_is_served_with_its_type_and_policy() -> None:
         policy = reply.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
         assert reply.headers["x-content-type-options"] == "nosniff"
+        head = client.head("/" if name == "index.html" else f"/web/{name}")
+        assert head.status_code == 200 and head.content == b"", name
+        assert head.headers["content-type"] == media_type
+        assert head.headers["content-length"] == str(len(web.read(name)))
     for other in ("/web/__init__.py", "/web/../server.py", "/web/", "/index.html"):
         assert client.get(other).status_code == 404, other
 

@@ -65,7 +65,8 @@ def _asset(name: str, request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add `GET /` (the page) and `GET /web/<file>` (its script, worklet and style)."""
+    """Add `GET /` (the page) and `GET /web/<file>` (its script, worklet and style), and
+    HEAD for each: what uptime checks and `curl -I` send."""
 
     async def page(request: Request) -> Response:
         return _asset("index.html", request)
@@ -79,7 +80,11 @@ def install(app: FastAPI) -> None:
     async def style_css(request: Request) -> Response:
         return _asset("style.css", request)
 
-    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/web/app.js", app_js, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/web/worklet.js", worklet_js, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/web/style.css", style_css, methods=["GET"], include_in_schema=False)
+    routes = {
+        "/": page,
+        "/web/app.js": app_js,
+        "/web/worklet.js": worklet_js,
+        "/web/style.css": style_css,
+    }
+    for path, endpoint in routes.items():
+        app.add_api_route(path, endpoint, methods=["GET", "HEAD"], include_in_schema=False)
