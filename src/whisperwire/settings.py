@@ -183,6 +183,9 @@ class StreamingOptions(Group):
     )
     """forced prefix: it stops before the first committed word of less probability; the rest
     is decoded freely"""
+    prompt_chars: int = option(_POLICY.prompt_chars, "--prompt-chars", between=(0, 1000))
+    """characters of the session's last finals given to each decode as Whisper's prompt (0:
+    none; on tiny.en a prompt made long speech end in invented text)"""
     max_age_s: float = option(_POLICY.max_age_s, "--commit-max-age", between=(0.0, 30.0))
     """one-pass commit: seconds after which a word is committed whatever its probability (0:
     never)"""

@@ -186,8 +186,11 @@ def test_lists_from_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_streaming_flags_make_the_policy_config() -> None:
-    policy = serve("--step", "0.8", "--commit", "agreement", "-vth", "0.6").policy
+    policy = serve(
+        "--step", "0.8", "--commit", "agreement", "-vth", "0.6", "--prompt-chars", "80"
+    ).policy
     assert (policy.step_s, policy.commit, policy.vad_threshold) == (0.8, "agreement", 0.6)
+    assert policy.prompt_chars == 80
     assert (
         policy.max_window_s == PolicyConfig().max_window_s
     )  # a field without a flag keeps the policy's default
