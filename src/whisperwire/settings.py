@@ -154,6 +154,8 @@ class StreamingOptions(Group):
     """Silero VAD speech probability threshold"""
     min_silence_s: float = option(_POLICY.min_silence_s, "--min-silence", between=(0.1, 10.0))
     """seconds of pause that end a segment"""
+    end_pad_s: float = option(_POLICY.end_pad_s, "--end-pad", between=(0.0, 2.0))
+    """seconds of audio after a segment's speech kept in its last decode"""
     step_s: float = option(_POLICY.step_s, "--step", between=(0.1, 10.0))
     """seconds of new audio between two partial decodes"""
     trim_s: float = option(_POLICY.trim_s, "--trim", between=(2.0, 25.0))
