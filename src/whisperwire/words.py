@@ -74,9 +74,7 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     word times differ between decodes by a few tenths, which would otherwise repeat a
     committed word ("Mr. Hale, Hale") or lose a new one. A repetition the hypothesis itself
     contains ("tear down the fence, tear down the fence") survives, because the cut that
-    matches the committed words lies before it. A word placed with no duration is exempt from
-    the time limit on that shift: Whisper could not align it, and its time (often the end of
-    the window: "of@295.77-297.59 disgust.@297.59-297.59") says nothing of where it lies.
+    matches the committed words lies before it.
     """
     cut = next((i for i, w in enumerate(words) if _beyond(w, committed_end)), len(words))
     if not recent:
@@ -85,17 +83,12 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     said = [norm(w.text) for w in words]
     best, best_score = cut, suffix_match(done, said[:cut])
     for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
-        if k > cut and words[k - 1].start > committed_end + 0.3 and not _unaligned(words[k - 1]):
+        if k > cut and words[k - 1].start > committed_end + 0.3:
             break  # beyond the seam: a new word, whatever it says
         score = suffix_match(done, said[:k])
         if score > best_score or (score == best_score and abs(k - cut) < abs(best - cut)):
             best, best_score = k, score
     return best
-
-
-def _unaligned(word: Word) -> bool:
-    """A word Whisper's alignment placed at an instant: its time is not where it was said."""
-    return word.end - word.start < 0.02
 
 
 def _beyond(word: Word, committed_end: float) -> bool:

@@ -420,22 +420,6 @@ def test_a_word_decoded_again_over_a_committed_one_is_kept() -> None:
     assert seam(repeated, 3.40, recent) == 2
 
 
-def test_a_committed_word_placed_late_with_no_duration_is_not_said_again() -> None:
-    """Whisper's alignment may put a word it could not place at an instant well after the
-    committed end (the long-form file at 414 s: "and@413.22-414.46 uncomfortable.@414.46-414.46"
-    after "and uncomfortable." was final); the seam still finds it committed. A word with a
-    duration that far beyond stays new, whatever it says."""
-    recent = [Word(" and", 413.22, 413.48), Word(" uncomfortable.", 413.48, 413.88)]
-    unaligned = [
-        Word(" and", 413.22, 414.46),
-        Word(" uncomfortable.", 414.46, 414.46),
-        Word(" Sherbourne", 415.38, 415.76),
-    ]
-    assert seam(unaligned, 413.88, recent) == 2
-    said_again = [*unaligned[:1], Word(" uncomfortable.", 414.46, 414.90), *unaligned[2:]]
-    assert seam(said_again, 413.88, recent) == 1
-
-
 def test_a_loop_at_the_end_of_a_window_is_said_once() -> None:
     """Whisper can loop at a window's end ("o que é" about a hundred times, piled up at its
     last instant, fleurs-pt-005): the final says the phrase once and keeps the words before."""
