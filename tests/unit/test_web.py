@@ -38,14 +38,15 @@ def test_the_page_and_the_websocket_share_the_path() -> None:
 def test_every_file_is_served_with_its_type_and_policy() -> None:
     client = TestClient(app_with_page())
     for name, media_type in web.ASSETS.items():
-        reply = client.get("/" if name == "index.html" else f"/web/{name}")
+        url = "/" if name == "index.html" else f"/web/{name}"
+        reply = client.get(url)
         assert reply.status_code == 200, name
         assert reply.headers["content-type"] == media_type
         assert reply.content == web.read(name)
         policy = reply.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
         assert reply.headers["x-content-type-options"] == "nosniff"
-        head = client.head("/" if name == "index.html" else f"/web/{name}")
+        head = client.head(url)
         assert head.status_code == 200 and head.content == b"", name
         assert head.headers["content-type"] == media_type
         assert head.headers["content-length"] == str(len(web.read(name)))

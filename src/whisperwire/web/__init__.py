@@ -14,6 +14,7 @@ wall behind the page's rule of putting transcript text into the DOM as text, nev
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
 
@@ -67,24 +68,15 @@ def _asset(name: str, request: Request) -> Response:
 def install(app: FastAPI) -> None:
     """Add `GET /` (the page) and `GET /web/<file>` (its script, worklet and style), and
     HEAD for each: what uptime checks and `curl -I` send."""
+    for name in ASSETS:
+        path = "/" if name == "index.html" else f"/web/{name}"
+        app.add_api_route(path, _endpoint(name), methods=["GET", "HEAD"], include_in_schema=False)
 
-    async def page(request: Request) -> Response:
-        return _asset("index.html", request)
 
-    async def app_js(request: Request) -> Response:
-        return _asset("app.js", request)
+def _endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """The route that serves the page's file `name`."""
 
-    async def worklet_js(request: Request) -> Response:
-        return _asset("worklet.js", request)
+    async def serve(request: Request) -> Response:
+        return _asset(name, request)
 
-    async def style_css(request: Request) -> Response:
-        return _asset("style.css", request)
-
-    routes = {
-        "/": page,
-        "/web/app.js": app_js,
-        "/web/worklet.js": worklet_js,
-        "/web/style.css": style_css,
-    }
-    for path, endpoint in routes.items():
-        app.add_api_route(path, endpoint, methods=["GET", "HEAD"], include_in_schema=False)
+    return serve
