@@ -175,10 +175,10 @@ def stream(
     query: str = "",
     timeout: float = 600,
     speed: float = 1.0,
-    start: threading.Barrier | None = None,
+    barrier: threading.Barrier | None = None,
 ) -> StreamResult:
     """Stream PCM in frames, send `end`, collect every message until the server closes.
-    `realtime`: paced at `speed` times real time. `start`: connected streams wait there
+    `realtime`: paced at `speed` times real time. `barrier`: connected streams wait there
     to send their first frame together."""
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
@@ -190,8 +190,8 @@ def stream(
     # bounded queue, a long stream's partials fill it, the pongs go unread behind them, and
     # the client's own keepalive closes the connection (1011) after about 40 s.
     with connect(f"{url}?{params}", max_size=None, open_timeout=30, max_queue=None) as ws:
-        if start is not None:
-            start.wait(timeout=60)
+        if barrier is not None:
+            barrier.wait(timeout=60)
         started = time.monotonic()
         for i, start in enumerate(range(0, len(samples), frame)):
             if realtime:

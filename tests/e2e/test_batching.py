@@ -85,11 +85,11 @@ def test_a_batching_server_transcribes_concurrent_streams(tmp_path) -> None:  # 
             audio = load_audio(path)
             onset = get_speech_timestamps(audio, VadOptions())[0]["start"]
             audios.append(audio[max(0, onset - SAMPLE_RATE // 10) :])
-        start = threading.Barrier(len(clips))
+        together = threading.Barrier(len(clips))
         results: dict[int, str] = {}
 
         def worker(i: int) -> None:
-            results[i] = stream(server.url, audios[i], realtime=True, start=start).text
+            results[i] = stream(server.url, audios[i], realtime=True, barrier=together).text
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(clips))]
         for t in threads:
