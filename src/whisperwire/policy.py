@@ -296,7 +296,12 @@ class Policy:
             elif self.config.commit == "one-pass":
                 cfg = self.config
                 agreed = confident_prefix(
-                    new, window_end, cfg.guard_s, cfg.min_probability, cfg.max_age_s
+                    new,
+                    window_end,
+                    cfg.guard_s,
+                    cfg.min_probability,
+                    cfg.max_age_s,
+                    (cfg.sure_probability, cfg.sure_guard_s),
                 )
             else:
                 agreed = common_prefix(self._tail, new)

@@ -191,6 +191,13 @@ class StreamingOptions(Group):
     max_age_s: float = option(_POLICY.max_age_s, "--commit-max-age", between=(0.0, 30.0))
     """one-pass commit: seconds after which a word is committed whatever its probability (0:
     never)"""
+    sure_guard_s: float = option(_POLICY.sure_guard_s, "--commit-sure-guard", between=(0.0, 10.0))
+    """one-pass commit: the guard for a word of at least --commit-sure-probability (0: the same
+    as --commit-guard)"""
+    sure_probability: float = option(
+        _POLICY.sure_probability, "--commit-sure-probability", between=(0.0, 1.0)
+    )
+    """one-pass commit: the word probability from which --commit-sure-guard applies"""
 
     @property
     def policy(self) -> PolicyConfig:

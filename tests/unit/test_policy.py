@@ -541,6 +541,31 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
     assert [e.text for e in events if isinstance(e, Final)] == ["old"]
 
 
+def test_one_pass_commits_a_sure_word_after_a_shorter_guard() -> None:
+    """With `sure_guard_s`, a word Whisper gave at least `sure_probability` needs only that
+    guard; a less sure word still needs `guard_s`, and holds back the words after it."""
+    policy = one_pass(guard_s=0.8, min_probability=0.3, sure_guard_s=0.5, sure_probability=0.9)
+    probs = vad_probs(8.0, [(0.5, 7.5)])
+    n = int(5.0 * SAMPLE_RATE) // VAD_CHUNK
+    policy.feed(np.zeros(n * VAD_CHUNK, np.float32), probs[:n])
+    request = policy.next_request()
+    assert request is not None and request.kind == "partial"
+    end = len(request.audio) / SAMPLE_RATE
+    hypothesis = Hypothesis(
+        [
+            Word(" early", end - 2.0, end - 1.5, 0.5),
+            Word(" sure", end - 1.2, end - 0.6, 0.95),  # 0.6 s old: sure enough
+            Word(" plain", end - 0.6, end - 0.55, 0.6),  # 0.55 s old: needs 0.8
+            Word(" quick", end - 0.55, end - 0.5, 0.99),  # held back by "plain"
+        ],
+        "en",
+    )
+    policy.apply(request, hypothesis)
+    events = policy.events()
+    assert [e.text for e in events if isinstance(e, Final)] == ["early sure"]
+    assert next(e for e in events if isinstance(e, Partial)).text == "plain quick"
+
+
 @pytest.mark.parametrize(
     "config", [{"trim_context_s": 0.0}, {"trim_context_s": 1.5, "forced_prefix": True}]
 )
