@@ -301,7 +301,8 @@ class Policy:
                     cfg.guard_s,
                     cfg.min_probability,
                     cfg.max_age_s,
-                    (cfg.sure_probability, cfg.sure_guard_s),
+                    cfg.sure_guard_s,
+                    cfg.sure_probability,
                 )
             else:
                 agreed = common_prefix(self._tail, new)

@@ -105,19 +105,21 @@ def confident_prefix(
     guard_s: float,
     min_probability: float,
     max_age_s: float,
-    sure: tuple[float, float] = (1.0, 0.0),
+    sure_guard_s: float = 0.0,
+    sure_probability: float = 1.0,
 ) -> int:
     """One-pass commit: the leading words that end `guard_s` before the audio decoded ends
     (`window_end`) and that Whisper gave at least `min_probability` (or, with `max_age_s` > 0,
     that are that old). Whisper revises a word when more audio follows it closely; one that
     ends well before the window's end, said with confidence, rarely changes (the idea of
-    AlignAtt, with CTranslate2's word times). `sure` is (probability, guard): a word Whisper
-    gave at least that probability needs only that guard."""
+    AlignAtt, with CTranslate2's word times). With `sure_guard_s` > 0, a word Whisper gave at
+    least `sure_probability` needs only that guard."""
     n = 0
     for word in words:
         age = window_end - word.end
         confident = word.probability >= min_probability or 0 < max_age_s <= age
-        guard = sure[1] if word.probability >= sure[0] > 0 and sure[1] > 0 else guard_s
+        sure = sure_guard_s > 0 and word.probability >= sure_probability
+        guard = sure_guard_s if sure else guard_s
         if age < guard or not confident:
             break
         n += 1
