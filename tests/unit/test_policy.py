@@ -64,6 +64,15 @@ def feed_between(policy: Policy, probs: np.ndarray, start: float, end: float | N
     policy.feed(np.zeros((last - first) * VAD_CHUNK, dtype=np.float32), probs[first:last])
 
 
+def first_partial(policy: Policy, speech_end: float, fed_s: float) -> tuple[DecodeRequest, float]:
+    """Feed the first `fed_s` seconds of speech from 0.5 s to `speech_end`: the partial decode
+    the policy asks, and the window-relative end of the audio it decodes."""
+    feed_between(policy, vad_probs(speech_end + 0.5, [(0.5, speech_end)]), 0.0, fed_s)
+    request = policy.next_request()
+    assert request is not None and request.kind == "partial"
+    return request, len(request.audio) / SAMPLE_RATE
+
+
 def finals_text(events: list) -> str:
     return " ".join(e.text for e in events if isinstance(e, Final))
 
@@ -487,12 +496,7 @@ def test_one_pass_commits_a_word_after_a_single_decode() -> None:
 
 def test_one_pass_keeps_words_near_the_window_end_and_unsure_words_open() -> None:
     policy = one_pass(guard_s=1.0, min_probability=0.5)
-    probs = vad_probs(6.0, [(0.5, 5.5)])
-    policy.feed(np.zeros(int(4.0 * SAMPLE_RATE) // VAD_CHUNK * VAD_CHUNK, np.float32),
-                probs[: int(4.0 * SAMPLE_RATE) // VAD_CHUNK])  # fmt: skip
-    request = policy.next_request()
-    assert request is not None and request.kind == "partial"
-    end = len(request.audio) / SAMPLE_RATE  # window-relative end of the audio decoded
+    request, end = first_partial(policy, 5.5, 4.0)
     hypothesis = Hypothesis(
         [
             Word(" sure", 0.5, 0.9, 0.95),
@@ -522,12 +526,7 @@ def test_one_pass_commits_an_unsure_word_once_it_is_old() -> None:
     """A low-probability word does not hold the words after it back for ever: once it is
     `max_age_s` old it is committed all the same."""
     policy = one_pass(guard_s=0.5, min_probability=0.5, max_age_s=2.0)
-    probs = vad_probs(8.0, [(0.5, 7.5)])
-    n = int(5.0 * SAMPLE_RATE) // VAD_CHUNK
-    policy.feed(np.zeros(n * VAD_CHUNK, np.float32), probs[:n])
-    request = policy.next_request()
-    assert request is not None and request.kind == "partial"
-    end = len(request.audio) / SAMPLE_RATE
+    request, end = first_partial(policy, 7.5, 5.0)
     hypothesis = Hypothesis(
         [
             Word(" old", end - 3.0, end - 2.6, 0.2),  # unsure but 2.6 s old: committed
@@ -545,12 +544,7 @@ def test_one_pass_commits_a_sure_word_after_a_shorter_guard() -> None:
     """With `sure_guard_s`, a word Whisper gave at least `sure_probability` needs only that
     guard; a less sure word still needs `guard_s`, and holds back the words after it."""
     policy = one_pass(guard_s=0.8, min_probability=0.3, sure_guard_s=0.5, sure_probability=0.9)
-    probs = vad_probs(8.0, [(0.5, 7.5)])
-    n = int(5.0 * SAMPLE_RATE) // VAD_CHUNK
-    policy.feed(np.zeros(n * VAD_CHUNK, np.float32), probs[:n])
-    request = policy.next_request()
-    assert request is not None and request.kind == "partial"
-    end = len(request.audio) / SAMPLE_RATE
+    request, end = first_partial(policy, 7.5, 5.0)
     hypothesis = Hypothesis(
         [
             Word(" early", end - 2.0, end - 1.5, 0.5),
