@@ -15,24 +15,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import psutil
 
 
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants (a server on Ray Serve runs the cluster's processes
+    under it); psutil.Error if the process itself is gone."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def rss_mb(pid: int) -> float | None:
-    """The resident set size of a process in MiB (None if it is gone)."""
+    """The resident set size of a process and its descendants, MiB (None if it is gone)."""
     try:
-        return float(psutil.Process(pid).memory_info().rss) / 2**20
+        tree = _tree(pid)
     except psutil.Error:
         return None
+    total = 0
+    for process in tree:
+        with contextlib.suppress(psutil.Error):  # a child that just ended
+            total += process.memory_info().rss
+    return total / 2**20
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads), seconds (None if it is gone)."""
+    """User + system CPU time of a process and its descendants (all their threads), seconds
+    (None if it is gone)."""
     try:
-        times = psutil.Process(pid).cpu_times()
+        tree = _tree(pid)
     except psutil.Error:
         return None
-    return float(times.user + times.system)
+    total = 0.0
+    for process in tree:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def machine_cpu_times() -> tuple[float, float]:
@@ -87,14 +106,23 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float, alive: subprocess.Popen[bytes]) -> None:
+    """Until the server listens and, if it answers GET /health, no longer with 404 or 503:
+    behind Ray's proxy the port opens before the replicas are up (a server without /health,
+    as the baseline, is ready once it listens)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if alive.poll() is not None:
             raise RuntimeError(f"server exited with status {alive.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+        try:
+            status = httpx.get(f"http://{host}:{port}/health", timeout=2).status_code
+        except httpx.ConnectError:  # not listening yet
+            status = None
+        except httpx.HTTPError:  # listening, not HTTP
+            return
+        if status is not None and status not in (404, 503):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"server did not listen on {host}:{port} within {timeout:.0f} s")
+    raise RuntimeError(f"server was not ready on {host}:{port} within {timeout:.0f} s")
 
 
 @dataclass
