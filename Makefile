@@ -19,7 +19,7 @@ PIP_QUIET    := --quiet --no-warn-script-location
 LATEST     ?= .venv-latest
 LATEST_LOG := benchmarks/results/tmp/test-latest.log
 
-.PHONY: serve test install install-test lint lock test-latest clean
+.PHONY: serve serve-ray test install install-ray install-test lint lock test-latest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ install-test: $(BIN)/python
 
 serve: install
 	$(BIN)/whisperwire serve $(ARGS)
+
+# The server with Ray Serve (the ray extra), at the locked versions.
+install-ray: install
+	$(BIN)/pip install $(PIP_QUIET) -c $(LOCK) --no-build-isolation -e ".[ray]"
+
+# Two replicas behind Ray's proxy on a Ray cluster started here (see the README).
+serve-ray: install-ray
+	$(BIN)/whisperwire serve --ray $(ARGS)
 
 test: install-test
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -25,6 +25,18 @@ from whisperwire.bench.metrics import wer as corpus_wer
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = corpus.default_audio_root()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(reason: str, needed_for: str) -> NoReturn:
+    """Skips for want of a tool; but in CI (CI=true), where .ci/run and the lock install every
+    tool, fails."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: {needed_for} must be tested here)")
+    pytest.skip(reason)
 
 
 def audio_root() -> Path:

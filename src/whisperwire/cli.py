@@ -25,6 +25,7 @@ from whisperwire.settings import (
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
+    from whisperwire.engine import Engine, ModelSource
     from whisperwire.forward import Forwarder
     from whisperwire.metrics import Metrics
 
@@ -187,16 +188,13 @@ def forwarder_from(settings: Settings, metrics: Metrics | None = None) -> Forwar
     return Forwarder(config, metrics=metrics.forward() if metrics is not None else None)
 
 
-def run_serve(settings: Settings) -> int:
-    from whisperwire.checkpoints import CheckpointError
-    from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available, resolve_model
+def checked_model(settings: Settings) -> ModelSource:
+    """The model the settings name, with what can be checked before it loads (the certificate,
+    the checkpoint's directory, the language code); raises UsageError."""
+    from whisperwire.engine import ModelError, resolve_model
     from whisperwire.languages import whisper_languages
-    from whisperwire.metrics import Metrics
-    from whisperwire.server import TLSError, serve, tls_context
+    from whisperwire.server import TLSError, tls_context
 
-    log = logging.getLogger("whisperwire")
-    metrics = Metrics()  # the server's registry, the forwarder's metrics in it
-    forwarder = forwarder_from(settings, metrics)
     if settings.certfile:  # before the model loads: a bad certificate fails fast
         try:
             tls_context(settings.certfile, settings.keyfile)
@@ -219,6 +217,16 @@ def run_serve(settings: Settings) -> int:
             f"{source('language')}: unknown language code {language!r} "
             "(use a Whisper code such as en, de, fr, or auto)"
         )
+    return source_model
+
+
+def load_engine(settings: Settings, source_model: ModelSource) -> Engine:
+    """The model loaded and warmed up, as the settings say; raises UsageError."""
+    from whisperwire.checkpoints import CheckpointError
+    from whisperwire.engine import Engine, EngineOptions, ModelError, cuda_available
+
+    log = logging.getLogger("whisperwire")
+    flag = source("checkpoint" if settings.checkpoint else "model")
     device = "cuda" if not settings.no_gpu and cuda_available() else "cpu"
     compute_type = settings.compute_type or ("float16" if device == "cuda" else "int8")
     options = EngineOptions(
@@ -239,6 +247,7 @@ def run_serve(settings: Settings) -> int:
         engine = Engine(source_model, options)
     except (ModelError, CheckpointError) as exc:  # one line naming the problem
         raise UsageError(f"{flag}: {exc}") from None
+    language = settings.language
     if language not in ("auto", *engine.languages):
         raise UsageError(
             f"{source('language')}: the model {engine.name} cannot transcribe "
@@ -246,6 +255,25 @@ def run_serve(settings: Settings) -> int:
         )
     engine.warm_up()
     log.info("model %s loaded on %s (%s)", engine.name, device, compute_type)
+    return engine
+
+
+def run_serve(settings: Settings) -> int:
+    from whisperwire.metrics import Metrics
+    from whisperwire.server import serve
+
+    if settings.ray:
+        try:
+            from whisperwire.ray_app import run_ray
+        except ImportError as exc:
+            raise UsageError(
+                f"{source('ray')}: Ray Serve is not installed ({exc}); pip install "
+                "'whisperwire[ray]'"
+            ) from None
+        return run_ray(settings)
+    metrics = Metrics()  # the server's registry, the forwarder's metrics in it
+    forwarder = forwarder_from(settings, metrics)
+    engine = load_engine(settings, checked_model(settings))
     serve(settings, engine, forwarder, metrics)
     return 0
 

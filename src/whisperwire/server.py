@@ -62,6 +62,7 @@ class App:
         engine: Engine,
         forwarder: Forwarder | None = None,
         metrics: Metrics | None = None,
+        server: str = "",
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -104,6 +105,7 @@ class App:
             forwarder=forwarder,
             load=self.load,
             metrics=self.metrics,
+            server=server,
         )
         self.sessions: dict[str, Session] = {}
         self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
@@ -206,9 +208,11 @@ def create_app(
     engine: Engine,
     forwarder: Forwarder | None = None,
     metrics: Metrics | None = None,
+    server: str = "",
 ) -> FastAPI:
-    """The app; `metrics` is the registry the forwarder reports to, if it was given one."""
-    state = App(settings, engine, forwarder, metrics)
+    """The app; `metrics` is the registry the forwarder reports to, if it was given one;
+    `server` names this one among replicas (in `ready` and /health)."""
+    state = App(settings, engine, forwarder, metrics, server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -235,6 +239,7 @@ def create_app(
         body = {
             "status": "draining" if state.stopping else "ok",
             "model": engine.name,
+            **({"server": server} if server else {}),
             "sessions": len(state.sessions),
             "queued_jobs": state.scheduler.pending,
             "batching": {
@@ -476,6 +481,7 @@ def serve(
         ssl_certfile=settings.certfile,
         ssl_keyfile=settings.keyfile,
         timeout_graceful_shutdown=10,
+        loop="asyncio",  # not uvloop where it happens to be installed (Ray Serve's extra brings it)
         http=http_protocol(settings.handshake_timeout_s),
         ws=websocket_protocol(app.state.whisperwire.transports),
         # No permessage-deflate: PCM barely compresses, and inflating a small frame into a

@@ -41,6 +41,7 @@ class Services:
     max_clip_s: float = MAX_CLIP_SECONDS
     resume_window_s: float = 0.0  # a dropped connection may resume within this; 0: never
     clock: proto.Clock = proto.utc_now  # stamps every event sent
+    server: str = ""  # this server's name among replicas, in `ready` and /health; "": none
     metrics: Metrics = field(default_factory=Metrics)  # the server's; default: one of its own
 
 

@@ -107,7 +107,8 @@ class Session:
             languages="all" if engine.multilingual else sorted(engine.languages),
         )
         message = "ready: send PCM as binary frames, or JSON messages"
-        await self.send(ev.Ready(session_id=self.id, message=message, config=config))
+        server = self.services.server or ev.UNSET
+        await self.send(ev.Ready(session_id=self.id, message=message, config=config, server=server))
 
     @property
     def resumable(self) -> bool:
@@ -144,6 +145,7 @@ class Session:
             message=f"resumed: {len(missed)} final(s) follow again; send audio from "
             f"{self.received_s:.3f} s",
             config=self.codec.config,
+            server=self.services.server or ev.UNSET,
         )
         await self.out.resume(Connection(send_text, close, abort), [greeting, *missed])
 

@@ -344,12 +344,35 @@ class ForwardOptions(Group):
         return ForwardConfig(**{key: value for key, value in given.items() if value is not None})
 
 
-GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions)
+class RayOptions(Group):
+    """Ray Serve (the ray extra: pip install 'whisperwire[ray]')"""
+
+    ray: bool = option(False, "--ray")
+    """serve as a Ray Serve application: the app in --ray-replicas replicas behind Ray's proxy
+    (which listens on -H/-p), on a local Ray cluster started here or the one at --ray-address"""
+    ray_address: str | None = option(None, "--ray-address")
+    """a running Ray cluster to deploy to (e.g. auto, or ray://head:10001); default: start one
+    here"""
+    ray_replicas: int = option(2, "--ray-replicas", between=(1, 10000))
+    """replicas of the app, each with its own sessions and copy of the model"""
+    ray_replica_cpus: float = option(1.0, "--ray-replica-cpus", between=(0.0, 1024.0))
+    """CPUs Ray reserves for each replica (match -t x -w)"""
+    ray_replica_gpus: float = option(0.0, "--ray-replica-gpus", between=(0.0, 64.0))
+    """GPUs Ray reserves for each replica"""
+
+
+GROUPS = (ModelOptions, StreamingOptions, NetworkOptions, LimitOptions, ForwardOptions, RayOptions)
 
 
 # The groups are listed last to first: pydantic orders the fields of the bases that way round.
 class Settings(
-    ForwardOptions, LimitOptions, NetworkOptions, StreamingOptions, ModelOptions, BaseSettings
+    RayOptions,
+    ForwardOptions,
+    LimitOptions,
+    NetworkOptions,
+    StreamingOptions,
+    ModelOptions,
+    BaseSettings,
 ):
     """Every `serve` setting; keyword arguments (the flags given) beat WHISPERWIRE_* variables."""
 
@@ -414,6 +437,8 @@ _BY_KEY = {
 def _explain(error: ErrorDetails) -> str:
     """One pydantic error as `FLAG / VARIABLE: reason` (a check across fields names its own)."""
     kind, value, context = error["type"], error["input"], error.get("ctx", {})
+    if kind == "extra_forbidden":  # a name no flag has (a Serve config file's args)
+        return f"{error['loc'][0]}: not a setting of whisperwire serve (see its --help)"
     if kind == "value_error":
         reason = str(context["error"])
     elif kind in ("greater_than_equal", "less_than_equal"):

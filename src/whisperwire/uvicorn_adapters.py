@@ -11,7 +11,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 if TYPE_CHECKING:
@@ -52,9 +52,10 @@ def http_protocol(handshake_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, with a bound on how long a new connection may take to send
     its request: uvicorn waits for it without limit, so sockets that connect and send
     nothing (or dribble their headers) would pile up until the process runs out of file
-    descriptors."""
+    descriptors. Always h11 (uvicorn's "auto" takes httptools wherever it is installed, as
+    Ray Serve's extra installs it): the server behaves the same in every install."""
 
-    class HandshakeTimeout(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    class HandshakeTimeout(H11Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self._handshake_timer = (

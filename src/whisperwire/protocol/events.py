@@ -81,6 +81,7 @@ class Ready(Event):
     audio_offset: float | Unset = seconds(UNSET)  # seconds of audio the server has
     message: str
     config: StreamConfig
+    server: str | Unset = UNSET  # which replica holds the session (under Ray Serve)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,178 @@
+"""whisperwire as a Ray Serve application (`whisperwire serve --ray`, or `serve run` / `serve
+deploy` with `import_path: whisperwire.ray_app:app_from`).
+
+Each replica of the `whisperwire` deployment is the whole server of `server.create_app` — every
+dialect, clips, the OpenAI and Deepgram APIs, /health, /metrics — with its own copy of the model;
+Ray's proxy routes each connection to a replica, and a WebSocket session stays in the replica
+that accepted it. In the proxy, `ray_proxy` turns a replica lost under a session into close 1012.
+Imported only where Ray is installed (the `ray` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application, Deployment
+
+from whisperwire.ray_proxy import CALLBACK
+from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings, source
+
+__all__ = [
+    "APP_NAME",
+    "DEPLOYMENT",
+    "Whisperwire",
+    "app_from",
+    "application",
+    "deployment",
+    "replica_settings",
+    "run_ray",
+    "settings_from",
+]
+
+log = logging.getLogger("whisperwire.ray")
+
+APP_NAME = "whisperwire"
+DEPLOYMENT = "whisperwire"
+PROXY_CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+# A replica's open WebSockets count against Ray's max_ongoing_requests: past it a new
+# handshake would wait in Ray's queue instead of being answered, so the limit leaves room for
+# every session the replica admits (it refuses beyond them itself, with OVERLOADED) and for
+# HTTP requests beside them.
+HTTP_ROOM = 32
+# On a stop (scale-down, redeploy, shutdown) Ray waits this long for open requests, then kills
+# the replica: its clients then get 1012 from the proxy.
+GRACEFUL_STOP_S = 20.0
+
+
+def replica_name() -> str:
+    return str(serve.get_replica_context().replica_id.unique_id)
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress()  # the app is built in the replica, by __serve_build_asgi_app__
+class Whisperwire:
+    """One replica: the settings' server, its model loaded here."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = load_settings(**settings)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        from whisperwire.cli import checked_model, forwarder_from, load_engine
+        from whisperwire.metrics import Metrics
+        from whisperwire.server import create_app
+
+        settings = self.settings
+        logging.getLogger("whisperwire").setLevel(settings.log_level.upper())
+        metrics = Metrics()
+        forwarder = forwarder_from(settings, metrics)
+        engine = load_engine(settings, checked_model(settings))
+        return create_app(settings, engine, forwarder, metrics, server=replica_name())
+
+
+def replica_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as keyword arguments for a replica (secrets kept, Ray's own left out)."""
+    fields = settings.model_dump(exclude=set(RayOptions.model_fields))
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def deployment(settings: Settings) -> Deployment:
+    """The deployment with Ray's options from the settings."""
+    return Whisperwire.options(
+        num_replicas=settings.ray_replicas,
+        max_ongoing_requests=settings.max_sessions + HTTP_ROOM,
+        graceful_shutdown_timeout_s=GRACEFUL_STOP_S,
+        ray_actor_options={
+            "num_cpus": settings.ray_replica_cpus,
+            "num_gpus": settings.ray_replica_gpus,
+        },
+    )
+
+
+def application(settings: Settings) -> Application:
+    """The app to deploy; raises UsageError for what it does not carry yet."""
+    _check(settings)
+    return deployment(settings).bind(replica_settings(settings))
+
+
+def settings_from(args: dict[str, Any]) -> Settings:
+    """A Serve config file's `args`: `whisperwire serve`'s long flags without their dashes
+    (model, workers, max-lag, ray-replicas, ...); WHISPERWIRE_* variables fill in the rest.
+    Raises UsageError."""
+    by_flag = {
+        flag[2:]: name for name in Settings.model_fields for flag in flags(name) if flag[:2] == "--"
+    }
+    return load_settings(**{by_flag.get(key, key): value for key, value in args.items()})
+
+
+def app_from(args: dict[str, Any]) -> Application:
+    """The application builder a Serve config file names (import_path)."""
+    try:
+        return application(settings_from(args))
+    except UsageError as exc:
+        raise ValueError(f"whisperwire: {exc}") from None
+
+
+def _check(settings: Settings) -> None:
+    """What the Ray deployment does not carry yet, refused before anything starts."""
+    if settings.forward_url:
+        raise UsageError(
+            f"{source('forward_url')}: not yet with --ray (each replica would need its own "
+            "outbox, and a lost replica would lose its undelivered finals)"
+        )
+
+
+def run_ray(settings: Settings) -> int:
+    """Starts (or joins) a Ray cluster, deploys the app behind Ray's proxy on -H/-p, and serves
+    until SIGINT or SIGTERM; then the app is deleted (Ray stops its replicas)."""
+    from whisperwire.cli import checked_model
+
+    app = application(settings)
+    checked_model(settings)  # a bad model or certificate fails here, before Ray starts
+    # The proxy is a process of the cluster: a cluster started here inherits this variable; one
+    # started elsewhere needs it in its own environment (see the README).
+    os.environ.setdefault(PROXY_CALLBACK_VARIABLE, CALLBACK)
+    ray.init(
+        address=settings.ray_address or "local",  # not a `ray start` cluster found running
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        **({} if settings.ray_address else {"_node_ip_address": "127.0.0.1"}),
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        http: dict[str, Any] = {"host": settings.host, "port": settings.port}
+        if settings.certfile:  # the proxy serves wss:// (the key may be in the certificate file)
+            key = settings.keyfile or settings.certfile
+            http |= {"ssl_certfile": settings.certfile, "ssl_keyfile": key}
+        serve.start(http_options=http, proxy_location="HeadOnly")
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as exc:  # the replicas failed to start: their error is in it
+            log.error("whisperwire on Ray Serve did not start: %s", exc)
+            return 1
+        log.info(
+            "whisperwire on Ray Serve: %d replica(s) behind http://%s:%d",
+            settings.ray_replicas,
+            settings.host,
+            settings.port,
+        )
+        while not stop.wait(1.0):
+            pass
+        log.info("stopping: the replicas finish their sessions (at most %g s)", GRACEFUL_STOP_S)
+        started = time.monotonic()
+        serve.delete(APP_NAME)
+        log.info("stopped in %.1f s", time.monotonic() - started)
+    finally:
+        if not settings.ray_address:
+            serve.shutdown()
+        ray.shutdown()
+    return 0
