@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,39 +20,31 @@ import httpx
 import psutil
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """A process and its descendants (a server on Ray Serve runs the cluster's processes
-    under it); psutil.Error if the process itself is gone."""
-    process = psutil.Process(pid)
-    return [process, *process.children(recursive=True)]
+def _tree_total(pid: int, measure: Callable[[psutil.Process], float]) -> float | None:
+    """`measure` summed over a process and its descendants (a server on Ray Serve runs the
+    cluster's processes under it); None if the process itself is gone."""
+    try:
+        process = psutil.Process(pid)
+        tree = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for member in tree:
+        with contextlib.suppress(psutil.Error):  # a child that just ended
+            total += measure(member)
+    return total
 
 
 def rss_mb(pid: int) -> float | None:
     """The resident set size of a process and its descendants, MiB (None if it is gone)."""
-    try:
-        tree = _tree(pid)
-    except psutil.Error:
-        return None
-    total = 0
-    for process in tree:
-        with contextlib.suppress(psutil.Error):  # a child that just ended
-            total += process.memory_info().rss
-    return total / 2**20
+    total = _tree_total(pid, lambda process: process.memory_info().rss)
+    return None if total is None else total / 2**20
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process and its descendants (all their threads), seconds
     (None if it is gone)."""
-    try:
-        tree = _tree(pid)
-    except psutil.Error:
-        return None
-    total = 0.0
-    for process in tree:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
+    return _tree_total(pid, lambda process: sum(process.cpu_times()[:2]))
 
 
 def machine_cpu_times() -> tuple[float, float]:
