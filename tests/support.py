@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -228,6 +229,18 @@ def stream(
                 else:
                     result.text_frames.append(str(raw))
     return result
+
+
+def concurrent_streams(url: str, clips: Sequence[np.ndarray], **options: Any) -> list[StreamResult]:
+    """Each clip streamed at real time, all at once (their first frames wait for each other);
+    `options` go to `stream`. The first stream that failed raises."""
+    barrier = threading.Barrier(len(clips))
+
+    def one(samples: np.ndarray) -> StreamResult:
+        return stream(url, samples, realtime=True, barrier=barrier, **options)
+
+    with ThreadPoolExecutor(len(clips)) as pool:
+        return list(pool.map(one, clips))
 
 
 def live_stream(

@@ -5,12 +5,17 @@ saves nothing (it is off by default here); these tests hold the path correct for
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import numpy as np
 import pytest
-from support import audio_root, librispeech_clips, load_audio, start_server, stream, wer
+from support import (
+    audio_root,
+    concurrent_streams,
+    librispeech_clips,
+    load_audio,
+    start_server,
+    wer,
+)
 
 from whisperwire.engine import Engine, EngineOptions, resolve_model
 from whisperwire.policy import SAMPLE_RATE, DecodeRequest
@@ -85,24 +90,13 @@ def test_a_batching_server_transcribes_concurrent_streams(tmp_path) -> None:  # 
             audio = load_audio(path)
             onset = get_speech_timestamps(audio, VadOptions())[0]["start"]
             audios.append(audio[max(0, onset - SAMPLE_RATE // 10) :])
-        together = threading.Barrier(len(clips))
-        results: dict[int, str] = {}
-
-        def worker(i: int) -> None:
-            results[i] = stream(server.url, audios[i], realtime=True, barrier=together).text
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(clips))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        hyps = [result.text for result in concurrent_streams(server.url, audios)]
         health = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=10).json()
     finally:
         server.stop()
     assert health["batching"]["max_batch"] == 4
     assert health["batching"]["batches_run"] > 0, health["batching"]
     refs = [ref for _, ref in clips]
-    hyps = [results[i] for i in range(len(clips))]
     for i, hyp in enumerate(hyps):
         others = [wer([refs[j]], [hyp]) for j in range(len(clips)) if j != i]
         assert wer([refs[i]], [hyp]) < min(others), (i, hyp)  # each gets its own words

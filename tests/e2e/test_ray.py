@@ -9,17 +9,24 @@ fail in CI (CI=true), where the lock installs it.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 import psutil
 import pytest
 import support
-from support import Server, StreamResult, librispeech_clips, load_audio, start_server, stream, wer
+from support import (
+    Server,
+    StreamResult,
+    concurrent_streams,
+    librispeech_clips,
+    load_audio,
+    start_server,
+    stream,
+    wer,
+)
 
 from whisperwire.ray_proxy import LOST_REPLICA_CODE
 
@@ -69,27 +76,6 @@ def replicas_answering(
                 return seen - among
         time.sleep(0.2)
     return seen - among
-
-
-def concurrent_streams(url: str, clips: list[np.ndarray]) -> list[StreamResult]:
-    """Each clip streamed at real time, all at once (their first frames together)."""
-    results: list[StreamResult | BaseException] = [RuntimeError("not run")] * len(clips)
-    barrier = threading.Barrier(len(clips))
-
-    def run(i: int) -> None:
-        try:
-            results[i] = stream(url, clips[i], realtime=True, barrier=barrier)
-        except BaseException as exc:  # noqa: BLE001 (reported below, with the others)
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clips))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    failed = [r for r in results if isinstance(r, BaseException)]
-    assert not failed, failed
-    return [r for r in results if isinstance(r, StreamResult)]
 
 
 def server_of(result: StreamResult) -> str:
