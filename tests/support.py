@@ -138,6 +138,48 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     raise RuntimeError(f"server did not start:\n{server.output()}")
 
 
+@contextlib.contextmanager
+def ray_server(tmp: Path, replicas: int, *args: str) -> Iterator[Server]:
+    """`serve --ray` with `replicas` replicas of one CPU each (more flags in `args`), once they
+    all answer through Ray's proxy; stopped, and its exit checked, at the end."""
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError:
+        missing("Ray Serve is not installed (pip install 'whisperwire[ray]')", "--ray")
+    srv = start_server(
+        tmp, "--ray", "--ray-replicas", str(replicas), "--ray-replica-cpus", "1", *args
+    )
+    try:
+        servers = replicas_answering(srv, replicas, timeout=300)
+        assert len(servers) == replicas, f"replicas behind the proxy: {servers}\n{srv.output()}"
+        yield srv
+    finally:
+        srv.stop()
+        assert srv.process.returncode == 0, srv.output()[-4000:]
+
+
+def replicas_answering(
+    srv: Server, want: int, timeout: float, among: frozenset[str] = frozenset()
+) -> set[str]:
+    """The replicas' names from /health through the proxy, once `want` of them answer (but for
+    those in `among`), or whatever answered when `timeout` passes."""
+    import httpx
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10)
+        except httpx.HTTPError:
+            reply = None
+        if reply is not None and reply.status_code == 200 and "server" in reply.json():
+            seen.add(reply.json()["server"])
+            if len(seen - among) >= want:
+                return seen - among
+        time.sleep(0.2)
+    return seen - among
+
+
 # --------------------------------------------------------------------------- client
 
 

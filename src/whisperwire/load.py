@@ -147,11 +147,23 @@ class LoadMonitor:
     def admit_stream(self) -> bool:
         """Can one more live stream come in without pushing the admitted ones past
         `max_lag_s`? Counts the refusals."""
-        live = self.live_streams
-        ok = live + 1 <= self._free_floor() or self.step(live + 1) <= self.max_step_s
+        ok = self._carries(self.live_streams + 1)
         if not ok:
             self.refused += 1
         return ok
+
+    def room(self, limit: int) -> int:
+        """Live streams `admit_stream` would let in now, one after another (at most `limit`):
+        what a replica reports to the router that spreads sessions over replicas."""
+        live = self.live_streams
+        more = 0
+        while more < limit and self._carries(live + more + 1):
+            more += 1
+        return more
+
+    def _carries(self, streams: int) -> bool:
+        """Whether `streams` live streams keep within `max_lag_s` (or find a worker each)."""
+        return streams <= self._free_floor() or self.step(streams) <= self.max_step_s
 
     def capacity(self) -> int:
         """Live streams the workers carry within `max_lag_s` at the measured decode times

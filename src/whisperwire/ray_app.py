@@ -21,8 +21,10 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application, Deployment
+from ray.serve.config import RequestRouterConfig
 
 from whisperwire.ray_proxy import CALLBACK
+from whisperwire.ray_router import STATS_PERIOD_S
 from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings, source
 
 __all__ = [
@@ -50,6 +52,7 @@ HTTP_ROOM = 32
 # On a stop (scale-down, redeploy, shutdown) Ray waits this long for open requests, then kills
 # the replica: its clients then get 1012 from the proxy.
 GRACEFUL_STOP_S = 20.0
+ROUTER = "whisperwire.ray_router:RoomRouter"  # sends a session where there is room for it
 
 
 def replica_name() -> str:
@@ -63,6 +66,13 @@ class Whisperwire:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = load_settings(**settings)
+        self.state: Any = None  # the server's App, once built
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        """What `ray_router` ranks replicas by: the live sessions this one would still admit
+        (on the app's event loop, beside its sessions)."""
+        room = self.state.room() if self.state is not None else 0
+        return {"room": room, "at": time.time()}
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from whisperwire.cli import checked_model, forwarder_from, load_engine
@@ -74,7 +84,9 @@ class Whisperwire:
         metrics = Metrics()
         forwarder = forwarder_from(settings, metrics)
         engine = load_engine(settings, checked_model(settings))
-        return create_app(settings, engine, forwarder, metrics, server=replica_name())
+        app = create_app(settings, engine, forwarder, metrics, server=replica_name())
+        self.state = app.state.whisperwire
+        return app
 
 
 def replica_settings(settings: Settings) -> dict[str, Any]:
@@ -89,6 +101,9 @@ def deployment(settings: Settings) -> Deployment:
         num_replicas=settings.ray_replicas,
         max_ongoing_requests=settings.max_sessions + HTTP_ROOM,
         graceful_shutdown_timeout_s=GRACEFUL_STOP_S,
+        request_router_config=RequestRouterConfig(
+            request_router_class=ROUTER, request_routing_stats_period_s=STATS_PERIOD_S
+        ),
         ray_actor_options={
             "num_cpus": settings.ray_replica_cpus,
             "num_gpus": settings.ray_replica_gpus,

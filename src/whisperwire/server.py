@@ -113,6 +113,13 @@ class App:
         self.stopping = False  # SIGTERM: no new sessions
         self.parked: dict[str, asyncio.TimerHandle] = {}  # dropped, kept for a resume
 
+    def room(self) -> int:
+        """New live sessions this server would admit now, one after another (none while it
+        drains or is at its memory budget): what a replica reports to Ray's router."""
+        if self.stopping or self.memory.over():
+            return 0
+        return self.load.room(self.settings.max_sessions - len(self.sessions))
+
     def make_room(self, quiet_s: float) -> bool:
         """At --max-sessions: a session parked for a resume, or else the session whose client
         has been quiet longest, at least `quiet_s`, with nothing of it in hand, is ended

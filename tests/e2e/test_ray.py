@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import support
@@ -23,7 +22,6 @@ from support import (
     concurrent_streams,
     librispeech_clips,
     load_audio,
-    start_server,
     stream,
     wer,
 )
@@ -37,45 +35,10 @@ REPLICA_TITLE = "ServeReplica:whisperwire:whisperwire"  # Ray's name for a repli
 
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`serve --ray` with two 1-thread replicas of the bundled model on this machine's cores,
-    once both answer through the proxy."""
-    try:
-        import ray.serve  # noqa: F401
-    except ImportError:
-        support.missing("Ray Serve is not installed (pip install 'whisperwire[ray]')", "--ray")
+    """`serve --ray` with two 1-thread replicas of the bundled model on this machine's cores."""
     tmp = tmp_path_factory.mktemp("ray")
-    srv = start_server(
-        tmp,
-        *("--ray", "--ray-replicas", "2", "--ray-replica-cpus", "1"),
-        *("-w", "1", "-t", "1", "--max-lag", "60"),
-    )
-    try:
-        servers = replicas_answering(srv, 2, timeout=300)
-        assert len(servers) == 2, f"not two replicas behind the proxy: {servers}\n{srv.output()}"
+    with support.ray_server(tmp, 2, "-w", "1", "-t", "1", "--max-lag", "60") as srv:
         yield srv
-    finally:
-        srv.stop()
-        assert srv.process.returncode == 0, srv.output()[-4000:]
-
-
-def replicas_answering(
-    srv: Server, want: int, timeout: float, among: frozenset[str] = frozenset()
-) -> set[str]:
-    """The replicas' names from /health through the proxy, once `want` of them answer (but for
-    those in `among`), or whatever answered when `timeout` passes."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            reply = httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10)
-        except httpx.HTTPError:
-            reply = None
-        if reply is not None and reply.status_code == 200 and "server" in reply.json():
-            seen.add(reply.json()["server"])
-            if len(seen - among) >= want:
-                return seen - among
-        time.sleep(0.2)
-    return seen - among
 
 
 def server_of(result: StreamResult) -> str:
@@ -111,7 +74,7 @@ def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
     from websockets.sync.client import connect
 
     clips = librispeech_clips(4)
-    before = replicas_answering(ray_server, 2, timeout=60)
+    before = support.replicas_answering(ray_server, 2, timeout=60)
     audio = load_audio(clips[0][0])
     sessions: list[tuple[Any, str]] = []
     with contextlib.ExitStack() as stack:
@@ -140,7 +103,7 @@ def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
                     finals.append(message["text"])
             assert wer([clips[0][1]], [" ".join(finals)]) < 0.3, finals
     # Ray replaces the replica; a new session is served.
-    (fresh,) = replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))
+    (fresh,) = support.replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))
     result = stream(ray_server.url, load_audio(clips[1][0]))
     assert wer([clips[1][1]], [result.text]) < 0.3, result.text
     assert fresh not in before

@@ -203,6 +203,26 @@ def test_capacity_is_what_admission_lets_in(workers: int, clips: int, partial_s:
     assert admitted == load.capacity() >= 1
 
 
+@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("partial_s", [0.2, 0.5, 1.5])
+def test_the_room_reported_is_the_streams_admission_then_lets_in(
+    workers: int, partial_s: float
+) -> None:
+    clock = Clock()
+    load = monitor(clock, workers=workers, max_lag_s=3.5)
+    load.record("partial", partial_s)
+    load.record("final", 0.8)
+    load.stream_opened("first")
+    room = load.room(limit=1000)
+    admitted = 0
+    while load.admit_stream():
+        load.stream_opened(f"s{admitted}")
+        admitted += 1
+        assert admitted < 1000
+    assert room == admitted and load.room(limit=1000) == 0
+    assert monitor(clock, workers=workers).room(limit=0) == 0  # --max-sessions reached
+
+
 def test_agreement_waits_two_decodes_so_it_carries_fewer_streams() -> None:
     """LocalAgreement-2 commits a word after two decodes, one-pass after one (once the word
     is `guard` old): the same lag bound leaves agreement a step half as long."""

@@ -53,3 +53,15 @@ def test_ray_reserves_what_the_flags_say_and_room_for_every_session() -> None:
     assert deployment.ray_actor_options["num_gpus"] == 0.5
     # Open WebSockets count as Ray requests: the replica, not Ray's queue, refuses the extra.
     assert deployment.max_ongoing_requests > settings.max_sessions
+
+
+def test_the_deployment_routes_by_the_room_its_replicas_report() -> None:
+    from ray.serve.request_router import RequestRouter
+
+    from whisperwire.ray_router import STATS_PERIOD_S, RoomRouter
+
+    config = ray_app.deployment(load_settings())._deployment_config.request_router_config
+    module, name = config.request_router_class.split(":")
+    assert (module, name) == (RoomRouter.__module__, RoomRouter.__name__)
+    assert issubclass(RoomRouter, RequestRouter)
+    assert config.request_routing_stats_period_s == STATS_PERIOD_S

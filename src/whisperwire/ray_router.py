@@ -1,0 +1,59 @@
+"""Ray Serve's request router for whisperwire: a new session goes to the replica with the most
+room for one (`replica_room`), not to the one with the fewest open requests.
+
+Ray's default router picks, of two replicas, the one with the fewer requests in flight as its
+cache of queue lengths has them. For WebSocket sessions that cache lags a burst of clients:
+it is updated after a request is sent, while the router has already chosen for the next ones,
+and four sessions opened at once could all land on one replica (CI, 2026-12-05) while the
+other stood idle. It also knows nothing of a replica's load: a replica whose decodes are slow
+refuses a stream that an idle one would carry. This router takes each request from the chosen
+replica's room the moment it chooses, so a burst is spread, and ranks replicas by the room
+they report (`Whisperwire.record_routing_stats`, every `STATS_PERIOD_S`).
+
+It runs in Ray's proxy (and in any deployment handle); `ray_app.deployment` names it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+
+from whisperwire.replica_room import Report, RoomBook
+
+__all__ = ["STATS_PERIOD_S", "RoomRouter"]
+
+STATS_PERIOD_S = 1.0  # how often each replica reports its room
+
+
+class RoomRouter(RequestRouter):
+    """Offers the replicas one at a time, most room first (see `RoomBook.order`)."""
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        self.book = RoomBook()
+
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        by_name = {r.replica_id.unique_id: r for r in candidate_replicas}
+        self.book.keep({r.replica_id.unique_id for r in self.curr_replicas.values()})
+        for name, replica in by_name.items():
+            self.book.report(name, Report.parse(replica.routing_stats))
+        # Replicas Ray knows to be at max_ongoing_requests first go last: Ray would pass
+        # them over, and the request must be counted where it goes.
+        free = {r.replica_id.unique_id for r in self.select_available_replicas(candidate_replicas)}
+        order = self.book.order([n for n in by_name if n in free])
+        order += self.book.order([n for n in by_name if n not in free])
+        if order and pending_request is not None:
+            self.book.chose(order[0], pending_request.metadata.internal_request_id, time.time())
+        return [[by_name[name]] for name in order]
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        self.book.completed(internal_request_id)
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        super().on_replica_actor_died(replica_id)
+        self.book.forget(replica_id.unique_id)

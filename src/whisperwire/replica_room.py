@@ -1,0 +1,93 @@
+"""Where a new session has room among replicas: what Ray Serve's router (`ray_router`) knows
+of each replica between their reports, and the order it offers them in.
+
+Each replica reports its room — the live streams it would still admit (`LoadMonitor.room`,
+capped by --max-sessions; 0 while it drains) — with the time it measured it, about every
+second. A router sends many requests between two reports, and several at the same instant (a
+burst of clients), so it counts what it sent itself: a request chosen for a replica is taken
+from that replica's room from the moment it is chosen until the replica's next report that
+can include it, or until it completes. Ray's proxy does not tell a router which requests are
+WebSockets, so every open request counts as a session until then; an HTTP request is short
+and gives its room back when it completes.
+
+Sans-I/O: times are passed in; no Ray import.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["OVERLAP_S", "UNREPORTED_ROOM", "Report", "RoomBook"]
+
+# A report measured at `at` may not yet include requests chosen shortly before it (in flight
+# to the replica, or from a clock that differs a little across machines): those still count.
+OVERLAP_S = 1.0
+# A replica that has not reported yet: every replica admits its first stream.
+UNREPORTED_ROOM = 1
+
+
+@dataclass(frozen=True)
+class Report:
+    room: int  # live streams the replica would still admit
+    at: float  # when it measured it (seconds since the epoch, the replica's clock)
+
+    @classmethod
+    def parse(cls, stats: dict[str, object]) -> Report | None:
+        """A replica's routing stats as Ray hands them on; None where it has none (yet)."""
+        room, at = stats.get("room"), stats.get("at")
+        if not isinstance(room, int | float) or not isinstance(at, int | float):
+            return None
+        return cls(int(room), float(at))
+
+
+@dataclass
+class RoomBook:
+    """One router's view: the replicas' last reports and the requests it has sent them."""
+
+    reports: dict[str, Report] = field(default_factory=dict)
+    # request id -> (replica, when chosen): open requests this router sent
+    sent: dict[str, tuple[str, float]] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def report(self, replica: str, report: Report | None) -> None:
+        if report is not None:
+            self.reports[replica] = report
+
+    def chose(self, replica: str, request: str, now: float) -> None:
+        """`request` goes to `replica` (a request routed again is counted once, where it went
+        last)."""
+        self.sent[request] = (replica, now)
+
+    def completed(self, request: str) -> None:
+        self.sent.pop(request, None)
+
+    def keep(self, replicas: set[str]) -> None:
+        """Forgets replicas no longer running, and the requests sent to them."""
+        known = set(self.reports) | {replica for replica, _ in self.sent.values()}
+        for gone in known - replicas:
+            self.forget(gone)
+
+    def forget(self, replica: str) -> None:
+        self.reports.pop(replica, None)
+        self.sent = {request: s for request, s in self.sent.items() if s[0] != replica}
+
+    def open(self, replica: str) -> int:
+        """Requests open on `replica` that this router sent."""
+        return sum(1 for where, _ in self.sent.values() if where == replica)
+
+    def room(self, replica: str) -> int:
+        """The replica's room less the requests sent since its report could count them."""
+        report = self.reports.get(replica)
+        if report is None:
+            return UNREPORTED_ROOM - self.open(replica)
+        since = report.at - OVERLAP_S
+        taken = sum(1 for where, at in self.sent.values() if where == replica and at > since)
+        return report.room - taken
+
+    def order(self, replicas: list[str]) -> list[str]:
+        """The replicas, most room first; among equals, fewest open requests from this router,
+        then at random. Those without room come last, in the same order: a request sent there
+        is refused by the replica itself (OVERLOADED) rather than left waiting in Ray's queue."""
+        shuffled = self.rng.sample(replicas, len(replicas))
+        return sorted(shuffled, key=lambda r: (-max(0, self.room(r)), self.open(r)))

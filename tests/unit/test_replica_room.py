@@ -1,0 +1,95 @@
+"""Where the router offers a new session: the replicas' reported room less what it has sent
+them since. Pure: no Ray."""
+
+from __future__ import annotations
+
+import random
+
+from whisperwire.replica_room import OVERLAP_S, Report, RoomBook
+
+
+def book(**rooms: int) -> RoomBook:
+    """Replicas that reported `rooms` at t=100."""
+    b = RoomBook(rng=random.Random(7))
+    for name, room in rooms.items():
+        b.report(name, Report(room, 100.0))
+    return b
+
+
+def route(b: RoomBook, replicas: list[str], request: str, now: float) -> str:
+    """What the router does for one request: the first offered is taken."""
+    chosen = b.order(replicas)[0]
+    b.chose(chosen, request, now)
+    return chosen
+
+
+def test_a_burst_of_sessions_is_spread_before_any_report_counts_them() -> None:
+    b = book(a=5, b=5)
+    went = [route(b, ["a", "b"], f"r{i}", now=100.5) for i in range(4)]
+    assert sorted(went) == ["a", "a", "b", "b"]
+
+
+def test_replicas_that_never_reported_share_a_burst_too() -> None:
+    b = RoomBook(rng=random.Random(1))
+    went = [route(b, ["a", "b"], f"r{i}", now=5.0) for i in range(6)]
+    assert sorted(went) == ["a"] * 3 + ["b"] * 3
+
+
+def test_the_replica_with_more_room_comes_first() -> None:
+    b = book(a=1, b=3)
+    assert [route(b, ["a", "b"], f"r{i}", now=100.5) for i in range(3)] == ["b", "b", "a"]
+
+
+def test_a_report_that_can_include_a_request_replaces_its_count() -> None:
+    b = book(a=2, b=2)
+    b.chose("a", "r1", now=98.0)  # before the report: the report has it
+    b.chose("a", "r2", now=100.5)  # after: it does not
+    assert b.room("a") == 1
+    b.report("a", Report(1, 102.0))  # measured with r2 in it
+    assert b.room("a") == 1
+    b.chose("a", "r3", now=102.0 - OVERLAP_S / 2)  # maybe in flight at the report: counted
+    assert b.room("a") == 0
+
+
+def test_a_completed_request_gives_its_room_back() -> None:
+    b = book(a=1, b=0)
+    b.chose("a", "clip", now=100.5)
+    assert b.room("a") == 0
+    b.completed("clip")
+    assert b.room("a") == 1 and b.order(["b", "a"])[0] == "a"
+
+
+def test_with_no_room_anywhere_every_replica_is_still_offered_least_busy_first() -> None:
+    b = book(a=0, b=0)
+    b.chose("a", "r1", now=100.5)
+    assert b.order(["a", "b"]) == ["b", "a"]
+    b.report("b", Report(-3, 101.0))  # a replica's room is never less than none
+    assert b.order(["a", "b"]) == ["b", "a"]
+
+
+def test_a_draining_replica_goes_last() -> None:
+    b = book(a=0, b=4)
+    assert b.order(["a", "b"]) == ["b", "a"]
+
+
+def test_a_replica_gone_is_forgotten_with_its_requests() -> None:
+    b = book(a=3, b=3)
+    b.chose("a", "r1", now=100.5)
+    b.chose("b", "r2", now=100.5)
+    b.keep({"b", "c"})
+    assert set(b.reports) == {"b"} and set(b.sent) == {"r2"}
+    b.forget("b")
+    assert not b.reports and not b.sent
+
+
+def test_a_request_routed_again_counts_once_where_it_went_last() -> None:
+    b = book(a=2, b=2)
+    b.chose("a", "r1", now=100.5)
+    b.chose("b", "r1", now=100.6)
+    assert (b.room("a"), b.room("b")) == (2, 1)
+
+
+def test_stats_without_a_room_are_no_report() -> None:
+    assert Report.parse({}) is None
+    assert Report.parse({"room": "x", "at": 1.0}) is None
+    assert Report.parse({"room": 3, "at": 12}) == Report(3, 12.0)
