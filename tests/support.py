@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -140,15 +141,13 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
 
 @contextlib.contextmanager
 def ray_server(tmp: Path, replicas: int, *args: str) -> Iterator[Server]:
-    """`serve --ray` with `replicas` replicas of one CPU each (more flags in `args`), once they
-    all answer through Ray's proxy; stopped, and its exit checked, at the end."""
+    """`serve --ray` with `replicas` app replicas (more flags in `args`), once they all answer
+    through Ray's proxy; stopped, and its exit checked, at the end."""
     try:
         import ray.serve  # noqa: F401
     except ImportError:
         missing("Ray Serve is not installed (pip install 'whisperwire[ray]')", "--ray")
-    srv = start_server(
-        tmp, "--ray", "--ray-replicas", str(replicas), "--ray-replica-cpus", "1", *args
-    )
+    srv = start_server(tmp, "--ray", "--ray-replicas", str(replicas), *args)
     try:
         servers = replicas_answering(srv, replicas, timeout=300)
         assert len(servers) == replicas, f"replicas behind the proxy: {servers}\n{srv.output()}"
@@ -156,6 +155,20 @@ def ray_server(tmp: Path, replicas: int, *args: str) -> Iterator[Server]:
     finally:
         srv.stop()
         assert srv.process.returncode == 0, srv.output()[-4000:]
+
+
+def ray_replica_processes(deployment: str = "whisperwire") -> list[Any]:
+    """The processes of a deployment's replicas on this machine (Ray titles each with its
+    application and deployment)."""
+    import psutil
+
+    # the title may go on with the method running (".handle_request..."), not with "-model"
+    title = re.compile(rf"ServeReplica:whisperwire:{re.escape(deployment)}(?![\w-])")
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if title.search(" ".join(process.info["cmdline"] or []))
+    ]
 
 
 def replicas_answering(

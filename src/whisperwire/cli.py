@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from whisperwire.engine import Engine, ModelSource
     from whisperwire.forward import Forwarder
+    from whisperwire.forward.config import ForwardConfig
     from whisperwire.metrics import Metrics
 
 
@@ -174,13 +175,18 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return transcribe(args.files, options)
 
 
+def forward_config(settings: Settings) -> ForwardConfig | None:
+    """The forwarding the flags describe, or None; raises UsageError on a bad value."""
+    try:
+        return settings.forward_config
+    except ValueError as exc:
+        raise UsageError(f"forwarding: {exc}") from None
+
+
 def forwarder_from(settings: Settings, metrics: Metrics | None = None) -> Forwarder | None:
     """The forwarder the flags describe (reporting to `metrics`), or None; raises UsageError
     on a bad value."""
-    try:
-        config = settings.forward_config
-    except ValueError as exc:
-        raise UsageError(f"forwarding: {exc}") from None
+    config = forward_config(settings)
     if config is None:
         return None
     from whisperwire.forward import Forwarder

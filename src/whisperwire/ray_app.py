@@ -10,11 +10,13 @@ Imported only where Ray is installed (the `ray` extra).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -22,10 +24,11 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.config import RequestRouterConfig
+from ray.serve.handle import DeploymentHandle
 
 from whisperwire.ray_proxy import CALLBACK
 from whisperwire.ray_router import STATS_PERIOD_S
-from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings, source
+from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings
 
 __all__ = [
     "APP_NAME",
@@ -62,10 +65,13 @@ def replica_name() -> str:
 @serve.deployment(name=DEPLOYMENT)
 @serve.ingress()  # the app is built in the replica, by __serve_build_asgi_app__
 class Whisperwire:
-    """One replica: the settings' server, its model loaded here."""
+    """One replica: the settings' server, its model loaded here or decoding through the model
+    deployment (`ray_model`)."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], model: DeploymentHandle | None = None) -> None:
+        """`model`: the model deployment to decode through (None: load the model here)."""
         self.settings = load_settings(**settings)
+        self.model = model
         self.state: Any = None  # the server's App, once built
 
     async def record_routing_stats(self) -> dict[str, Any]:
@@ -74,19 +80,36 @@ class Whisperwire:
         room = self.state.room() if self.state is not None else 0
         return {"room": room, "at": time.time()}
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    async def __serve_build_asgi_app__(self) -> FastAPI:
         from whisperwire.cli import checked_model, forwarder_from, load_engine
         from whisperwire.metrics import Metrics
         from whisperwire.server import create_app
 
         settings = self.settings
         logging.getLogger("whisperwire").setLevel(settings.log_level.upper())
+        if settings.forward_url:  # this replica's outbox: a slot of the shared data dir
+            settings = self._claim_outbox(settings)
         metrics = Metrics()
         forwarder = forwarder_from(settings, metrics)
-        engine = load_engine(settings, checked_model(settings))
+        engine: Any
+        if self.model is not None:
+            from whisperwire.ray_model import RemoteEngine
+
+            engine = RemoteEngine(self.model, await self.model.info.remote(), replica_name())
+        else:
+            engine = await asyncio.to_thread(load_engine, settings, checked_model(settings))
         app = create_app(settings, engine, forwarder, metrics, server=replica_name())
         self.state = app.state.whisperwire
         return app
+
+    def _claim_outbox(self, settings: Settings) -> Settings:
+        from whisperwire.forward.config import default_data_dir
+        from whisperwire.forward.slots import claim_slot
+
+        shared = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
+        slot, self.outbox_claim = claim_slot(shared)  # held for this replica's life
+        log.info("replica %s forwards through the outbox in %s", replica_name(), slot)
+        return settings.model_copy(update={"data_dir": str(slot)})
 
 
 def replica_settings(settings: Settings) -> dict[str, Any]:
@@ -96,7 +119,9 @@ def replica_settings(settings: Settings) -> dict[str, Any]:
 
 
 def deployment(settings: Settings) -> Deployment:
-    """The deployment with Ray's options from the settings."""
+    """The app deployment with Ray's options from the settings (no GPU where a model
+    deployment has them)."""
+    gpus = 0.0 if settings.ray_model_replicas else settings.ray_replica_gpus
     return Whisperwire.options(
         num_replicas=settings.ray_replicas,
         max_ongoing_requests=settings.max_sessions + HTTP_ROOM,
@@ -104,17 +129,34 @@ def deployment(settings: Settings) -> Deployment:
         request_router_config=RequestRouterConfig(
             request_router_class=ROUTER, request_routing_stats_period_s=STATS_PERIOD_S
         ),
+        ray_actor_options={"num_cpus": settings.ray_replica_cpus, "num_gpus": gpus},
+    )
+
+
+def model_deployment(settings: Settings) -> Deployment:
+    """The model deployment with Ray's options from the settings (the GPUs go to it)."""
+    from whisperwire.ray_model import WhisperModel
+
+    return WhisperModel.options(
+        num_replicas=settings.ray_model_replicas,
+        # every decode in flight from every app replica: the model queues, Ray need not
+        max_ongoing_requests=1000,
         ray_actor_options={
-            "num_cpus": settings.ray_replica_cpus,
+            "num_cpus": settings.ray_model_cpus,
             "num_gpus": settings.ray_replica_gpus,
         },
     )
 
 
 def application(settings: Settings) -> Application:
-    """The app to deploy; raises UsageError for what it does not carry yet."""
-    _check(settings)
-    return deployment(settings).bind(replica_settings(settings))
+    """The app to deploy; raises UsageError on a bad forwarding value."""
+    from whisperwire.cli import forward_config
+
+    forward_config(settings)  # named here, not in each replica's failure to start
+    given = replica_settings(settings)
+    if not settings.ray_model_replicas:
+        return deployment(settings).bind(given)
+    return deployment(settings).bind(given, model_deployment(settings).bind(given))
 
 
 def settings_from(args: dict[str, Any]) -> Settings:
@@ -133,15 +175,6 @@ def app_from(args: dict[str, Any]) -> Application:
         return application(settings_from(args))
     except UsageError as exc:
         raise ValueError(f"whisperwire: {exc}") from None
-
-
-def _check(settings: Settings) -> None:
-    """What the Ray deployment does not carry yet, refused before anything starts."""
-    if settings.forward_url:
-        raise UsageError(
-            f"{source('forward_url')}: not yet with --ray (each replica would need its own "
-            "outbox, and a lost replica would lose its undelivered finals)"
-        )
 
 
 def run_ray(settings: Settings) -> int:

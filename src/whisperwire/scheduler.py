@@ -42,6 +42,11 @@ T = TypeVar("T")
 _worker = threading.local()  # .solo: the job this worker thread runs now runs solo
 
 
+def running_key() -> str:
+    """The key (session) of the job calling this; "" outside a worker."""
+    return getattr(_worker, "key", "")
+
+
 def running_solo() -> bool:
     """Is the job calling this running solo (on the decoder of all the cores)? Its decode
     time then says nothing of what the workers carry."""
@@ -69,6 +74,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     batchable: Batchable | None = None
     kind: str = "job"
+    key: str = ""
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -124,7 +130,9 @@ class Scheduler:
                 raise Overloaded("the server is shutting down")
             if self._pending >= self.max_pending:
                 raise Overloaded(f"{self._pending} inference jobs are already queued")
-            self._queues.setdefault(key, deque()).append(_Job(fn, future, loop, batchable, kind))
+            self._queues.setdefault(key, deque()).append(
+                _Job(fn, future, loop, batchable, kind, key)
+            )
             self._pending += 1
             if self._solo is not None:
                 self._asked_now(key)
@@ -205,7 +213,7 @@ class Scheduler:
             return []
         if solo:
             self.solo_runs += 1
-        _worker.solo = solo
+        _worker.solo, _worker.key = solo, jobs[0].key
         started = time.monotonic()
         results: list[Any] = []
         failure: BaseException | None = None
@@ -225,7 +233,7 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting tasks
             failure = exc
         finally:
-            _worker.solo = False
+            _worker.solo, _worker.key = False, ""
         elapsed = time.monotonic() - started
         self.busy_seconds += elapsed
         self.jobs_done += len(jobs)

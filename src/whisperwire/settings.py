@@ -325,7 +325,8 @@ class ForwardOptions(Group):
     forward_model: str = option("default", "--forward-model")
     """the model field of OpenAI-style requests"""
     data_dir: str | None = option(None, "--data-dir")
-    """where the forwarding outbox lives (default: the user's data dir)"""
+    """where the forwarding outbox lives (default: the user's data dir); with --ray, each
+    replica's in a slot of it (replicas/<n>/), so the replicas must share it"""
     forward_max_outbox_mb: float = option(256.0, "--forward-max-outbox-mb", between=(0, 1_000_000))
     """the outbox's size on disk; when full, new finals are not forwarded (their clients are told, a
     counter and the log say so); 0: no cap"""
@@ -354,9 +355,15 @@ class RayOptions(Group):
     """a running Ray cluster to deploy to (e.g. auto, or ray://head:10001); default: start one
     here"""
     ray_replicas: int = option(2, "--ray-replicas", between=(1, 10000))
-    """replicas of the app, each with its own sessions and copy of the model"""
+    """replicas of the app, each with its own sessions (and copy of the model, unless
+    --ray-model-replicas)"""
     ray_replica_cpus: float = option(1.0, "--ray-replica-cpus", between=(0.0, 1024.0))
     """CPUs Ray reserves for each replica (match -t x -w)"""
+    ray_model_replicas: int = option(0, "--ray-model-replicas", between=(0, 10000))
+    """replicas of a model deployment that decodes for all the app's replicas, batching their
+    sessions' partial decodes together (0: each app replica loads its own model)"""
+    ray_model_cpus: float = option(2.0, "--ray-model-cpus", between=(0.0, 1024.0))
+    """CPUs Ray reserves for each model replica (--ray-replica-gpus then goes to these)"""
     ray_replica_gpus: float = option(0.0, "--ray-replica-gpus", between=(0.0, 64.0))
     """GPUs Ray reserves for each replica"""
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def one_stream_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("ray-admission")
-    with support.ray_server(tmp, 2, "-w", "1", "-t", "1", "--max-lag", "0.2") as srv:
+    with support.ray_server(
+        tmp, 2, "--ray-replica-cpus", "1", "-w", "1", "-t", "1", "--max-lag", "0.2"
+    ) as srv:
         yield srv
 
 

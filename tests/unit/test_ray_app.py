@@ -29,7 +29,7 @@ def test_a_config_files_args_are_the_serve_flags_without_dashes() -> None:
     [
         ({"bogus": 1}, "bogus: not a setting of whisperwire serve"),
         ({"max-lag": -1}, "--max-lag / WHISPERWIRE_MAX_LAG: -1 is out of range"),
-        ({"forward-url": "http://x/"}, "-f/--forward-url / WHISPERWIRE_FORWARD_URL: not yet"),
+        ({"forward-url": "ftp://x/"}, "forwarding: "),
     ],
 )
 def test_a_bad_arg_is_named(args: dict[str, object], named: str) -> None:
@@ -65,3 +65,17 @@ def test_the_deployment_routes_by_the_room_its_replicas_report() -> None:
     assert (module, name) == (RoomRouter.__module__, RoomRouter.__name__)
     assert issubclass(RoomRouter, RequestRouter)
     assert config.request_routing_stats_period_s == STATS_PERIOD_S
+
+
+def test_a_model_deployment_takes_the_gpus_and_the_app_replicas_none() -> None:
+    settings = load_settings(
+        ray_replicas=2, ray_replica_cpus=0.5, ray_model_replicas=1, ray_model_cpus=3,
+        ray_replica_gpus=1,
+    )  # fmt: skip
+    model = ray_app.model_deployment(settings)
+    assert model.num_replicas == 1
+    assert model.ray_actor_options["num_cpus"] == 3 and model.ray_actor_options["num_gpus"] == 1
+    app = ray_app.deployment(settings)
+    assert app.ray_actor_options["num_cpus"] == 0.5 and app.ray_actor_options["num_gpus"] == 0
+    alone = ray_app.deployment(load_settings(ray_replica_gpus=1))  # each replica its own model
+    assert alone.ray_actor_options["num_gpus"] == 1

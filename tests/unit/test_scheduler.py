@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from whisperwire.scheduler import Batchable, Overloaded, Scheduler, running_solo
+from whisperwire.scheduler import Batchable, Overloaded, Scheduler, running_key, running_solo
 
 
 def test_jobs_run_off_the_loop_and_return_results() -> None:
@@ -22,6 +22,18 @@ def test_jobs_run_off_the_loop_and_return_results() -> None:
         assert ident != loop_thread
         with pytest.raises(ZeroDivisionError):
             await scheduler.run("a", lambda: 1 / 0)
+        scheduler.close()
+
+    asyncio.run(main())
+
+
+def test_a_job_knows_the_session_it_runs_for() -> None:
+    """(A decode sent to a model deployment is named by it.)"""
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=2)
+        keys = await asyncio.gather(*(scheduler.run(k, running_key) for k in ("a", "b", "a")))
+        assert keys == ["a", "b", "a"] and running_key() == ""
         scheduler.close()
 
     asyncio.run(main())

@@ -1,0 +1,135 @@
+"""One model for several ingress replicas (`serve --ray --ray-model-replicas N`).
+
+`WhisperModel` is a Ray Serve deployment that holds the engine (the model loaded once, its
+workers and batch); the ingress replicas (`ray_app.Whisperwire`), which hold the sessions,
+decode through `RemoteEngine`, a stand-in for `Engine` that sends each decode to it, named by
+its session. In the model, the decodes of every app replica's sessions go through one
+`Scheduler`, as in one process: each session its turn, partial updates of one batch group
+waiting together decoded in one call (`Engine.decode_batch`), a lone session on the solo
+lane. Ray's `@serve.batch` would batch whatever arrives within a wait, with neither the
+sessions' turns nor the groups. Silero (`has_speech`) stays in the app replica: it is cheap,
+and its audio need not travel.
+
+Where the model sits on a GPU, this is where throughput comes from: one copy of the weights,
+the batch filled by every session of the cluster. On a CPU each ingress replica with its own
+model is as good or better (see the README's figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from whisperwire import vad
+from whisperwire.policy_events import DecodeRequest
+from whisperwire.scheduler import Batchable, Scheduler, running_key
+from whisperwire.settings import load_settings
+from whisperwire.words import Hypothesis
+
+__all__ = ["MODEL_DEPLOYMENT", "RemoteEngine", "WhisperModel"]
+
+log = logging.getLogger("whisperwire.ray")
+
+MODEL_DEPLOYMENT = "whisperwire-model"
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT)
+class WhisperModel:
+    """The engine the settings describe, decoding for every app replica through one
+    `Scheduler`: its workers, its batches across sessions, its solo lane."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from whisperwire.cli import checked_model, load_engine
+
+        self.settings = load_settings(**settings)
+        engine = self.engine = load_engine(self.settings, checked_model(self.settings))
+        self.scheduler = Scheduler(
+            workers=engine.workers,
+            max_batch=engine.batch,
+            solo=engine.solo_lane if engine.has_solo_lane else None,
+        )
+
+    def info(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "name": engine.name,
+            "multilingual": engine.multilingual,
+            "languages": sorted(engine.languages),
+            "workers": engine.workers,
+            "decode_estimate_s": engine.decode_estimate_s,
+        }
+
+    async def decode(self, request: DecodeRequest, key: str) -> Hypothesis:
+        """`key`: the session, among those of every app replica (its turn, its solo lane)."""
+        engine = self.engine
+        group = engine.batch_group(request) if engine.batch > 1 else None
+        batchable = None if group is None else Batchable(group, request, engine.decode_batch)
+        job = functools.partial(engine.decode, request)
+        return await self.scheduler.run(key, job, batchable, kind=request.kind)
+
+    async def transcribe_file(
+        self, key: str, audio: np.ndarray, language: str | None, task: str, **options: Any
+    ) -> tuple[list[Any], Any]:
+        """A clip's piece, decoded whole (its segments, Whisper's info)."""
+
+        def run() -> tuple[list[Any], Any]:
+            segments, info = self.engine.transcribe_file(audio, language, task, **options)
+            return list(segments), info
+
+        return await self.scheduler.run(key, run, kind="clip")
+
+
+class RemoteEngine:
+    """What the server needs of an `Engine`, with the decodes sent to `WhisperModel`. Its
+    methods block: they are called from the scheduler's worker threads, as `Engine`'s are."""
+
+    def __init__(self, model: DeploymentHandle, info: dict[str, Any], replica: str) -> None:
+        """`info`: what `WhisperModel.info` answered; `replica`: this app replica's name."""
+        self.model = model
+        self.replica = replica
+        self.name: str = info["name"]
+        self.multilingual: bool = info["multilingual"]
+        self.languages = frozenset(info["languages"])
+        # Decodes in flight from this replica: one per worker of the model, whose scheduler
+        # batches those of all the app replicas; none is batched here.
+        self.workers: int = info["workers"]
+        self.batch = 1
+        self.decode_estimate_s: float = info["decode_estimate_s"]
+        self.has_solo_lane = False
+
+    @contextlib.contextmanager
+    def solo_lane(self) -> Iterator[None]:  # never entered: the model has the solo lane
+        yield
+
+    def warm_up(self) -> float:
+        return self.decode_estimate_s
+
+    def batch_group(self, request: DecodeRequest) -> None:
+        return None
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        return self.model.decode.remote(request, self._key()).result()
+
+    def _key(self) -> str:
+        """The session whose job calls, named across the app replicas."""
+        return f"{self.replica}/{running_key()}"
+
+    def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        return [self.decode(request) for request in requests]
+
+    def has_speech(self, audio: np.ndarray) -> bool:
+        return vad.has_speech(audio)
+
+    def transcribe_file(
+        self, audio: np.ndarray, language: str | None, task: str, **options: Any
+    ) -> tuple[Iterator[Any], Any]:
+        response = self.model.transcribe_file.remote(self._key(), audio, language, task, **options)
+        segments, info = response.result()
+        return iter(segments), info
