@@ -68,10 +68,14 @@ class Whisperwire:
     """One replica: the settings' server, its model loaded here or decoding through the model
     deployment (`ray_model`)."""
 
-    def __init__(self, settings: dict[str, Any], model: DeploymentHandle | None = None) -> None:
-        """`model`: the model deployment to decode through (None: load the model here)."""
+    def __init__(
+        self, settings: dict[str, Any], model: DeploymentHandle | None = None, share: float = 1.0
+    ) -> None:
+        """`model`: the model deployment to decode through (None: load the model here), of
+        whose replicas' workers this replica counts `share` as its own."""
         self.settings = load_settings(**settings)
         self.model = model
+        self.share = share
         self.state: Any = None  # the server's App, once built
 
     async def record_routing_stats(self) -> dict[str, Any]:
@@ -95,7 +99,8 @@ class Whisperwire:
         if self.model is not None:
             from whisperwire.ray_model import RemoteEngine
 
-            engine = RemoteEngine(self.model, await self.model.info.remote(), replica_name())
+            info = await self.model.info.remote()
+            engine = RemoteEngine(self.model, info, replica_name(), self.share)
         else:
             engine = await asyncio.to_thread(load_engine, settings, checked_model(settings))
         app = create_app(settings, engine, forwarder, metrics, server=replica_name())
@@ -156,7 +161,8 @@ def application(settings: Settings) -> Application:
     given = replica_settings(settings)
     if not settings.ray_model_replicas:
         return deployment(settings).bind(given)
-    return deployment(settings).bind(given, model_deployment(settings).bind(given))
+    share = settings.ray_model_replicas / settings.ray_replicas  # of the model's workers
+    return deployment(settings).bind(given, model_deployment(settings).bind(given), share)
 
 
 def settings_from(args: dict[str, Any]) -> Settings:
