@@ -11,15 +11,13 @@ sessions' turns nor the groups. Silero (`has_speech`) stays in the app replica: 
 and its audio need not travel.
 
 Where the model sits on a GPU, this is where throughput comes from: one copy of the weights,
-the batch filled by every session of the cluster. On a CPU each ingress replica with its own
-model is as good or better (see the README's figures).
+the batch filled by every session of the cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,8 +32,6 @@ from whisperwire.settings import load_settings
 from whisperwire.words import Hypothesis
 
 __all__ = ["MODEL_DEPLOYMENT", "RemoteEngine", "WhisperModel"]
-
-log = logging.getLogger("whisperwire.ray")
 
 MODEL_DEPLOYMENT = "whisperwire-model"
 

@@ -82,6 +82,25 @@ def test_four_streams_through_rays_proxy_match_the_single_process(
     assert ray_wer <= NO_WORSE_THAN * single_wer, (ray_wer, single_wer, [r.text for r in on_ray])
 
 
+def test_clips_through_the_model_deployment_match_the_single_process(
+    ray_server: Server, server: Server
+) -> None:
+    """Whole clips (the JSON clip protocol) are decoded by the model deployment as by one
+    process: Whisper's seek over each clip does not depend on timing, so within 1.10x."""
+    clips = librispeech_clips(8)
+    references = [reference for _, reference in clips]
+    texts: dict[str, list[str]] = {}
+    for name, srv in (("ray", ray_server), ("alone", server)):
+        with support.session(srv.url) as ws:
+            support.recv_json(ws)
+            texts[name] = [
+                support.transcribe_clip(ws, path.read_bytes(), path.name)["transcription"]
+                for path, _ in clips
+            ]
+    ray_wer, single_wer = wer(references, texts["ray"]), wer(references, texts["alone"])
+    assert ray_wer <= 1.10 * single_wer, (ray_wer, single_wer, texts)
+
+
 def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
     ray_server: Server,
 ) -> None:
