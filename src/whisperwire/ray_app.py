@@ -85,14 +85,15 @@ class Whisperwire:
         return {"room": room, "at": time.time()}
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        from whisperwire.cli import checked_model, forwarder_from, load_engine
+        from whisperwire.cli import checked_model, forward_config, forwarder_from, load_engine
         from whisperwire.metrics import Metrics
         from whisperwire.server import create_app
 
         settings = self.settings
         logging.getLogger("whisperwire").setLevel(settings.log_level.upper())
-        if settings.forward_url:  # this replica's outbox: a slot of the shared data dir
-            settings = self._claim_outbox(settings)
+        forwarding = forward_config(settings)
+        if forwarding is not None:  # this replica's outbox: a slot of the shared data dir
+            settings = self._claim_outbox(settings, forwarding.data_dir)
         metrics = Metrics()
         forwarder = forwarder_from(settings, metrics)
         engine: Any
@@ -107,11 +108,10 @@ class Whisperwire:
         self.state = app.state.whisperwire
         return app
 
-    def _claim_outbox(self, settings: Settings) -> Settings:
-        from whisperwire.forward.config import default_data_dir
+    def _claim_outbox(self, settings: Settings, shared: Path) -> Settings:
+        """The settings with --data-dir a slot of `shared`, the data dir the replicas share."""
         from whisperwire.forward.slots import claim_slot
 
-        shared = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
         slot, self.outbox_claim = claim_slot(shared)  # held for this replica's life
         log.info("replica %s forwards through the outbox in %s", replica_name(), slot)
         return settings.model_copy(update={"data_dir": str(slot)})

@@ -16,7 +16,6 @@ the batch filled by every session of the cluster.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +26,8 @@ from ray.serve.handle import DeploymentHandle
 
 from whisperwire import vad
 from whisperwire.policy_events import DecodeRequest
-from whisperwire.scheduler import Batchable, Scheduler, running_key
+from whisperwire.scheduler import Scheduler, running_key
+from whisperwire.services import batchable
 from whisperwire.settings import load_settings
 from whisperwire.words import Hypothesis
 
@@ -65,10 +65,9 @@ class WhisperModel:
     async def decode(self, request: DecodeRequest, key: str) -> Hypothesis:
         """`key`: the session, among those of every app replica (its turn, its solo lane)."""
         engine = self.engine
-        group = engine.batch_group(request) if engine.batch > 1 else None
-        batchable = None if group is None else Batchable(group, request, engine.decode_batch)
         job = functools.partial(engine.decode, request)
-        return await self.scheduler.run(key, job, batchable, kind=request.kind)
+        batch = batchable(engine, request, engine.decode_batch)
+        return await self.scheduler.run(key, job, batch, kind=request.kind)
 
     async def transcribe_file(
         self, key: str, audio: np.ndarray, language: str | None, task: str, **options: Any
@@ -103,19 +102,9 @@ class RemoteEngine:
         # took 240 s to test against 168 s with a worker each). Its batches are formed in
         # the model, with the other app replicas' decodes.
         self.workers = max(1, round(info["workers"] * share))
-        self.batch = 1
+        self.batch = 1  # so the server asks it for no batch group, no batch
         self.decode_estimate_s: float = info["decode_estimate_s"]
-        self.has_solo_lane = False
-
-    @contextlib.contextmanager
-    def solo_lane(self) -> Iterator[None]:  # never entered: the model has the solo lane
-        yield
-
-    def warm_up(self) -> float:
-        return self.decode_estimate_s
-
-    def batch_group(self, request: DecodeRequest) -> None:
-        return None
+        self.has_solo_lane = False  # so the server gives its scheduler no solo lane
 
     def decode(self, request: DecodeRequest) -> Hypothesis:
         return self.model.decode.remote(request, self._key()).result()
@@ -123,9 +112,6 @@ class RemoteEngine:
     def _key(self) -> str:
         """The session whose job calls, named across the app replicas."""
         return f"{self.replica}/{running_key()}"
-
-    def decode_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
-        return [self.decode(request) for request in requests]
 
     def has_speech(self, audio: np.ndarray) -> bool:
         return vad.has_speech(audio)

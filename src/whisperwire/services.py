@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from whisperwire import protocol as proto
 from whisperwire.clips import MAX_CLIP_SECONDS
@@ -17,9 +18,9 @@ from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
 from whisperwire.policy import DecodeRequest, Hypothesis
 from whisperwire.policy_config import PolicyConfig
-from whisperwire.scheduler import Scheduler, running_solo
+from whisperwire.scheduler import Batchable, Scheduler, running_solo
 
-__all__ = ["Services", "Timed", "timed_batch", "timed_decode"]
+__all__ = ["Services", "Timed", "batchable", "timed_batch", "timed_decode"]
 
 
 @dataclass
@@ -46,6 +47,15 @@ class Services:
 
 
 Timed = tuple[Hypothesis, float, bool]  # a decode's words, its seconds, whether it ran solo
+
+
+def batchable(
+    engine: Engine, request: DecodeRequest, run_batch: Callable[[list[DecodeRequest]], list[Any]]
+) -> Batchable | None:
+    """How the scheduler may run `request` in one `run_batch` call with others of its batch
+    group; None where the engine does not batch (batch 1) or the request goes alone."""
+    group = engine.batch_group(request) if engine.batch > 1 else None
+    return None if group is None else Batchable(group, request, run_batch)
 
 
 def timed_decode(engine: Engine, request: DecodeRequest) -> Callable[[], Timed]:

@@ -22,8 +22,8 @@ from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy
 from whisperwire.protocol import events as ev
 from whisperwire.protocol.openai_realtime_session import Settings
-from whisperwire.scheduler import Batchable, Overloaded
-from whisperwire.services import Services, timed_batch, timed_decode
+from whisperwire.scheduler import Overloaded
+from whisperwire.services import Services, batchable, timed_batch, timed_decode
 from whisperwire.wire import wire_event
 
 log = logging.getLogger("whisperwire.session")
@@ -312,11 +312,12 @@ class Session:
     async def _decode(self, request: DecodeRequest) -> None:
         engine = self.services.engine
 
-        group = engine.batch_group(request) if engine.batch > 1 else None
-        batchable = None if group is None else Batchable(group, request, timed_batch(engine))
         try:
             hypothesis, seconds, solo = await self.services.scheduler.run(
-                self.id, timed_decode(engine, request), batchable, kind=request.kind
+                self.id,
+                timed_decode(engine, request),
+                batchable(engine, request, timed_batch(engine)),
+                kind=request.kind,
             )
         except asyncio.CancelledError:
             raise

@@ -360,8 +360,9 @@ class RayOptions(Group):
     ray_replica_cpus: float = option(1.0, "--ray-replica-cpus", between=(0.0, 1024.0))
     """CPUs Ray reserves for each replica (match -t x -w)"""
     ray_model_replicas: int = option(0, "--ray-model-replicas", between=(0, 10000))
-    """replicas of a model deployment that decodes for all the app's replicas, batching their
-    sessions' partial decodes together (0: each app replica loads its own model)"""
+    """replicas of a model deployment that decodes for all the app's replicas through one
+    scheduler (their sessions' partial decodes batched where the device batches); 0: each app
+    replica loads its own model"""
     ray_model_cpus: float = option(2.0, "--ray-model-cpus", between=(0.0, 1024.0))
     """CPUs Ray reserves for each model replica (--ray-replica-gpus then goes to these)"""
     ray_replica_gpus: float = option(0.0, "--ray-replica-gpus", between=(0.0, 64.0))
