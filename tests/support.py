@@ -346,6 +346,69 @@ def recv_json(ws: Any, timeout: float = 30, skip: Sequence[str] = ("partial",)) 
             return message
 
 
+@dataclass
+class Resumed:
+    """A stream cut and resumed: the first connection's `ready`, each reconnection's, and the
+    finals of all of them by segment id."""
+
+    ready: dict[str, Any]
+    greetings: list[dict[str, Any]] = field(default_factory=list)
+    finals: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.finals[i] for i in sorted(self.finals))
+
+
+def resumed_stream(url: str, samples: np.ndarray, cuts: int = 1) -> Resumed:
+    """Stream `samples` (s16le, as fast as the socket takes them) over `cuts` + 1 connections:
+    each sends up to its share of the audio (the first the first 1/(cuts + 1), ...) and, once
+    a new final has come (two the first time), is dropped as a network would drop it (no close
+    frame); the next reconnects with `?resume=SESSION_ID&last_segment=N` and sends from the
+    offset the server reports. Stops at a reconnection that did not resume. Fails if a final
+    the client had is sent again."""
+    from websockets.sync.client import connect
+
+    pcm16 = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    result: Resumed | None = None
+    query, offset, sent = "", 0, 0
+    for attempt in range(cuts + 1):
+        with connect(url + query, max_size=None, open_timeout=30) as ws:
+            greeting = recv_json(ws)
+            if result is None:
+                result = Resumed(greeting)
+            else:
+                result.greetings.append(greeting)
+                if greeting.get("resumed") is not True:
+                    return result
+                offset = int(round(greeting["audio_offset"] * 16000))
+                # no later than the audio it had (the offset is given to the millisecond)
+                assert 0 < offset <= sent + 16, (offset, sent)
+            until = len(pcm16) * (attempt + 1) // (cuts + 1)
+            for start in range(offset, until, 1600):
+                ws.send(pcm16[start : min(start + 1600, until)].tobytes())
+            sent = until
+            last = max(result.finals, default=-1)
+            if attempt == cuts:
+                ws.send(json.dumps({"type": "end"}))
+            wanted = len(result.finals) + (2 if attempt == 0 else 1)
+            deadline = time.monotonic() + (120 if attempt == cuts else 20)
+            while time.monotonic() < deadline:
+                message = recv_json(ws, timeout=max(0.1, deadline - time.monotonic()))
+                if message["type"] == "end":
+                    break
+                if message["type"] == "final":
+                    assert message["segment_id"] > last, "a final the client had is sent again"
+                    result.finals[message["segment_id"]] = message["text"]
+                    if attempt < cuts and len(result.finals) >= wanted:
+                        break
+            if attempt < cuts:
+                ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: the network dropped
+        query = f"?resume={result.ready['session_id']}&last_segment={max(result.finals)}"
+    assert result is not None
+    return result
+
+
 # --------------------------------------------------------------------------- audio files
 
 # name: (container, codec, the codec's sample rate or None to keep the input's)

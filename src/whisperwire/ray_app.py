@@ -80,9 +80,11 @@ class Whisperwire:
 
     async def record_routing_stats(self) -> dict[str, Any]:
         """What `ray_router` ranks replicas by: the live sessions this one would still admit
-        (on the app's event loop, beside its sessions)."""
-        room = self.state.room() if self.state is not None else 0
-        return {"room": room, "at": time.time()}
+        (on the app's event loop, beside its sessions), and the sessions it holds that a
+        reconnecting client may resume (it routes the client here)."""
+        if self.state is None:
+            return {"room": 0, "at": time.time()}
+        return {"room": self.state.room(), "at": time.time(), "sessions": self.state.resumable()}
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         from whisperwire.cli import checked_model, forward_config, forwarder_from, load_engine

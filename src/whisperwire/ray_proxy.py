@@ -1,18 +1,26 @@
 """What runs in Ray Serve's proxy for whisperwire: a WebSocket whose replica is lost is closed
-with 1012 ("service restart": reconnect) instead of dropped.
+with 1012 ("service restart": reconnect) instead of dropped, and a client that reconnects to
+resume its session is sent to the replica that holds it.
 
 When an ingress replica dies, Ray's proxy ends the client's request without a close frame, and
 its uvicorn drops the TCP connection: the client sees 1006 (abnormal closure), which no client
 can tell from a network fault. Ray applies the Starlette middlewares that the function named by
 RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH returns to its proxy's ASGI app; `middlewares` is
 that function. Plain ASGI, no Ray import: unit-tested without a cluster.
+
+A session lives in the replica that accepted it; a client whose connection dropped resumes
+it with `?resume=SESSION_ID`. Ray's proxy hands a request's session id (the `x-session-id`
+header, or the name in RAY_SERVE_SESSION_ID_HEADER_KEY) to the router, which sends it to the
+replica holding that session (`ray_router`); `ResumeAffinity` sets that header from the query.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.middleware import Middleware
 
@@ -20,6 +28,7 @@ __all__ = [
     "CALLBACK",
     "LOST_REPLICA_CODE",
     "LOST_REPLICA_REASON",
+    "ResumeAffinity",
     "RetryLostReplica",
     "middlewares",
 ]
@@ -75,6 +84,27 @@ class RetryLostReplica:
                     )
 
 
+class ResumeAffinity:
+    """Gives a WebSocket that asks to resume a session (`?resume=ID`) the session header Ray
+    routes by, unless it has one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.header = os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id").lower()
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), encoding="latin-1")
+            session = (query.get("resume") or [""])[0]
+            headers = list(scope.get("headers", []))
+            named = self.header.replace("-", "_")
+            has = any(k.decode("latin-1").lower().replace("-", "_") == named for k, _ in headers)
+            if session and not has:
+                headers.append((self.header.encode("latin-1"), session.encode("latin-1")))
+                scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
 def middlewares() -> list[Middleware]:
     """Ray Serve's proxy callback (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH)."""
-    return [Middleware(RetryLostReplica)]
+    return [Middleware(ResumeAffinity), Middleware(RetryLostReplica)]

@@ -8,7 +8,10 @@ and four sessions opened at once could all land on one replica (CI, 2026-12-05) 
 other stood idle. It also knows nothing of a replica's load: a replica whose decodes are slow
 refuses a stream that an idle one would carry. This router takes each request from the chosen
 replica's room the moment it chooses, so a burst is spread, and ranks replicas by the room
-they report (`Whisperwire.record_routing_stats`, every `STATS_PERIOD_S`).
+they report (`Whisperwire.record_routing_stats`, every `STATS_PERIOD_S`). A reconnecting
+client goes to the replica that holds its session: Ray hands the router the request's session
+id (its `x-session-id` header, which `ray_proxy` sets from `?resume=`), and the reports list
+the sessions each replica can resume.
 
 It runs in Ray's proxy (and in any deployment handle); `ray_app.deployment` names it.
 """
@@ -47,6 +50,8 @@ class RoomRouter(RequestRouter):
         free = {r.replica_id.unique_id for r in self.select_available_replicas(candidate_replicas)}
         order = self.book.order([n for n in by_name if n in free])
         order += self.book.order([n for n in by_name if n not in free])
+        if pending_request is not None:
+            order = self.book.holder_first(order, pending_request.metadata.session_id)
         if order and pending_request is not None:
             self.book.chose(order[0], pending_request.metadata.internal_request_id, time.time())
         return [[by_name[name]] for name in order]

@@ -10,6 +10,11 @@ can include it, or until it completes. Ray's proxy does not tell a router which 
 WebSockets, so every open request counts as a session until then; an HTTP request is short
 and gives its room back when it completes.
 
+A reconnecting client (`?resume=SESSION_ID`) must reach the replica that holds its session:
+only that one can take it up again. Each report also lists the sessions the replica could
+resume, and the holder of the one a request names goes first (`holder_first`), room or not:
+the session was admitted when it first connected.
+
 Sans-I/O: times are passed in; no Ray import.
 """
 
@@ -31,14 +36,20 @@ UNREPORTED_ROOM = 1
 class Report:
     room: int  # live streams the replica would still admit
     at: float  # when it measured it (seconds since the epoch, the replica's clock)
+    sessions: frozenset[str] = frozenset()  # the sessions it holds that a client may resume
 
     @classmethod
     def parse(cls, stats: dict[str, object]) -> Report | None:
         """A replica's routing stats as Ray hands them on; None where it has none (yet)."""
-        room, at = stats.get("room"), stats.get("at")
+        room, at, sessions = stats.get("room"), stats.get("at"), stats.get("sessions", ())
         if not isinstance(room, int | float) or not isinstance(at, int | float):
             return None
-        return cls(int(room), float(at))
+        if not isinstance(sessions, list | tuple):
+            sessions = ()
+        return cls(int(room), float(at), frozenset(s for s in sessions if isinstance(s, str)))
+
+
+_NONE = Report(0, 0.0)
 
 
 @dataclass
@@ -84,6 +95,15 @@ class RoomBook:
         since = report.at - OVERLAP_S
         taken = sum(1 for where, at in self.sent.values() if where == replica and at > since)
         return report.room - taken
+
+    def holder_first(self, order: list[str], session: str) -> list[str]:
+        """`order` with the replica that last reported holding `session` moved to the front
+        (unchanged where none did, or for no session)."""
+        holder = next(
+            (r for r in order if session and session in self.reports.get(r, _NONE).sessions),
+            None,
+        )
+        return order if holder is None else [holder] + [r for r in order if r != holder]
 
     def order(self, replicas: list[str]) -> list[str]:
         """The replicas, most room first; among equals, fewest open requests from this router,

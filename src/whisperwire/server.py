@@ -120,6 +120,10 @@ class App:
             return 0
         return self.load.room(self.settings.max_sessions - len(self.sessions))
 
+    def resumable(self) -> list[str]:
+        """The sessions a client may take up again with `?resume=` (connected or parked)."""
+        return [sid for sid, s in self.sessions.items() if s.resumable and not s.ending]
+
     def make_room(self, quiet_s: float) -> bool:
         """At --max-sessions: a session parked for a resume, or else the session whose client
         has been quiet longest, at least `quiet_s`, with nothing of it in hand, is ended

@@ -41,8 +41,12 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def server_of(result: StreamResult) -> str:
-    ready = next(m for m in result.messages if m.get("state") == "ready")
-    return ready["server"]
+    return server_of_ready(next(m for m in result.messages if m.get("state") == "ready"))
+
+
+def server_of_ready(ready: dict[str, Any]) -> str:
+    """The replica that sent this `ready`."""
+    return str(ready["server"])
 
 
 # Four test-other recordings of ten utterances each (69-75 s, 689 words).
@@ -99,6 +103,24 @@ def test_clips_through_the_model_deployment_match_the_single_process(
             ]
     ray_wer, single_wer = wer(references, texts["ray"]), wer(references, texts["alone"])
     assert ray_wer <= 1.10 * single_wer, (ray_wer, single_wer, texts)
+
+
+def test_a_dropped_connection_resumes_on_the_replica_holding_its_session(
+    ray_server: Server,
+) -> None:
+    """A session lives in the replica that accepted it: cut three times, its client comes back
+    to that replica every time (the router would otherwise send it to the other one, which has
+    more room), and the finals of all four connections make the uninterrupted transcript."""
+    name = LONG[0]
+    samples = load_audio(support.audio_root() / "longform" / name)
+    got = support.resumed_stream(ray_server.url, samples, cuts=3)
+    holder = server_of_ready(got.ready)
+    assert [(g.get("resumed"), g.get("server")) for g in got.greetings] == [(True, holder)] * 3
+    assert sorted(got.finals) == list(range(len(got.finals))), "no segment missing"
+    whole = stream(ray_server.url, samples)
+    distance = wer([whole.text], [got.text])
+    print(f"resumed three times on {holder}: WER {distance:.4f} against the uninterrupted run")
+    assert distance <= 0.05, (whole.text, got.text)
 
 
 def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from support import (
     normalizer,
     offline_transcripts,
     recv_json,
+    resumed_stream,
     session,
     start_server,
     stream,
@@ -303,43 +303,16 @@ def test_a_dropped_connection_resumes_without_losing_or_doubling_finals(server: 
     """The connection is cut mid-stream (the socket closed, no close frame); the client
     reconnects with its session id and the last segment it got, sends again from the offset
     the server reports, and the finals of both connections make the uninterrupted transcript."""
-    from websockets.sync.client import connect
-
     samples = load_audio(audio_root() / "longform" / "ls_test_other_1688-142285_0000-0009.flac")
     whole = stream(server.url, samples)
-    pcm16 = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    got: dict[int, str] = {}
-    with connect(server.url, max_size=None, open_timeout=30) as ws:
-        ready = recv_json(ws)
-        for start in range(0, len(pcm16) // 2, 1600):
-            ws.send(pcm16[start : start + 1600].tobytes())
-        deadline = time.monotonic() + 20
-        while len(got) < 2 and time.monotonic() < deadline:  # a few finals, then the cut
-            message = recv_json(ws)
-            if message["type"] == "final":
-                got[message["segment_id"]] = message["text"]
-        ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: the network dropped
-    last = max(got)
-    with connect(
-        f"{server.url}?resume={ready['session_id']}&last_segment={last}", max_size=None
-    ) as ws:
-        greeting = recv_json(ws)
-        assert greeting["resumed"] is True and greeting["session_id"] == ready["session_id"]
-        offset = int(round(greeting["audio_offset"] * 16000))
-        assert 0 < offset <= len(pcm16) // 2 + 1600
-        for start in range(offset, len(pcm16), 1600):
-            ws.send(pcm16[start : start + 1600].tobytes())
-        ws.send(json.dumps({"type": "end"}))
-        while (message := recv_json(ws, timeout=120))["type"] != "end":
-            if message["type"] == "final":
-                assert message["segment_id"] > last, "a final the client had is sent again"
-                got[message["segment_id"]] = message["text"]
-    assert sorted(got) == list(range(len(got))), "no segment missing"
-    resumed = " ".join(got[i] for i in sorted(got))
-    distance = wer([whole.text], [resumed])
-    print(f"resumed after segment {last}, offset {offset / 16000:.2f} s: WER {distance:.4f} "
+    got = resumed_stream(server.url, samples)
+    (greeting,) = got.greetings
+    assert greeting["resumed"] is True and greeting["session_id"] == got.ready["session_id"]
+    assert sorted(got.finals) == list(range(len(got.finals))), "no segment missing"
+    distance = wer([whole.text], [got.text])
+    print(f"resumed at {greeting['audio_offset']:.2f} s: WER {distance:.4f} "
           "against the uninterrupted run")  # fmt: skip
-    assert distance <= 0.02, (whole.text, resumed)
+    assert distance <= 0.02, (whole.text, got.text)
 
 
 def test_resuming_an_unknown_session_starts_a_new_one(server: Server) -> None:

@@ -1,4 +1,5 @@
-"""The proxy middleware for Ray Serve: a WebSocket whose replica is lost gets 1012, no other."""
+"""The proxy middlewares for Ray Serve: a WebSocket whose replica is lost gets 1012, no other;
+a WebSocket resuming a session carries the session header Ray routes by."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.middleware import Middleware
 from whisperwire.ray_proxy import (
     LOST_REPLICA_CODE,
     LOST_REPLICA_REASON,
+    ResumeAffinity,
     RetryLostReplica,
     middlewares,
 )
@@ -104,5 +106,41 @@ def test_http_passes_through_untouched() -> None:
 
 
 def test_the_proxy_callback_returns_starlette_middlewares() -> None:
-    (entry,) = middlewares()
-    assert isinstance(entry, Middleware) and entry.cls is RetryLostReplica
+    entries = middlewares()
+    assert all(isinstance(entry, Middleware) for entry in entries)
+    assert [entry.cls for entry in entries] == [ResumeAffinity, RetryLostReplica]
+
+
+def headers_seen(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The headers the app behind `ResumeAffinity` gets for `scope`."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["headers"])
+
+    async def nothing(*_: Any) -> Any:
+        return None
+
+    asyncio.run(ResumeAffinity(app)(scope, nothing, nothing))
+    return seen[0]
+
+
+def test_a_resuming_websocket_is_given_the_session_header() -> None:
+    scope = {"type": "websocket", "query_string": b"resume=abc-1&last_segment=4", "headers": []}
+    assert headers_seen(scope) == [(b"x-session-id", b"abc-1")]
+    assert scope["headers"] == []  # the caller's scope is left as it was
+
+
+def test_the_session_header_is_left_alone_where_there_is_no_resume_or_one_already() -> None:
+    own = [(b"X-Session-Id", b"mine")]
+    assert headers_seen({"type": "websocket", "query_string": b"resume=abc", "headers": own}) == own
+    plain = {"type": "websocket", "query_string": b"encoding=f32le", "headers": []}
+    assert headers_seen(plain) == []
+    http = {"type": "http", "query_string": b"resume=abc", "headers": []}
+    assert headers_seen(http) == []
+
+
+def test_the_session_header_name_follows_rays_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_SERVE_SESSION_ID_HEADER_KEY", "X-Sticky")
+    scope = {"type": "websocket", "query_string": b"resume=%C3%A9t%C3%A9", "headers": []}
+    assert headers_seen(scope) == [(b"x-sticky", "été".encode())]

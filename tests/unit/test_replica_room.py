@@ -93,3 +93,28 @@ def test_stats_without_a_room_are_no_report() -> None:
     assert Report.parse({}) is None
     assert Report.parse({"room": "x", "at": 1.0}) is None
     assert Report.parse({"room": 3, "at": 12}) == Report(3, 12.0)
+
+
+def test_a_resume_goes_to_the_replica_holding_its_session_even_without_room() -> None:
+    b = book(b=4)
+    b.report("a", Report.parse({"room": 0, "at": 100.0, "sessions": ["s1", "s2"]}))
+    order = b.order(["a", "b"])
+    assert order == ["b", "a"]  # a new session goes where there is room
+    assert b.holder_first(order, "s2") == ["a", "b"]  # its client reconnecting, to its holder
+    assert b.holder_first(order, "s9") == order  # nobody holds it: where there is room
+    assert b.holder_first(order, "") == order
+
+
+def test_a_resume_follows_the_latest_report() -> None:
+    b = book(a=1, b=1)
+    b.report("a", Report(1, 100.0, frozenset({"s1"})))
+    b.report("a", Report(1, 101.0))  # ended, or its window passed
+    b.report("b", Report(1, 101.0, frozenset({"s1"})))
+    assert b.holder_first(["a", "b"], "s1") == ["b", "a"]
+
+
+def test_stats_list_the_sessions_a_replica_can_resume() -> None:
+    assert Report.parse({"room": 1, "at": 5, "sessions": ["x", 3]}) == Report(
+        1, 5.0, frozenset({"x"})
+    )
+    assert Report.parse({"room": 1, "at": 5, "sessions": "x"}) == Report(1, 5.0)
