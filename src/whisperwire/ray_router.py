@@ -18,6 +18,7 @@ It runs in Ray's proxy (and in any deployment handle); `ray_app.deployment` name
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -25,9 +26,13 @@ from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, R
 
 from whisperwire.replica_room import Report, RoomBook
 
-__all__ = ["STATS_PERIOD_S", "RoomRouter"]
+__all__ = ["RESUME_WAIT_S", "STATS_PERIOD_S", "RoomRouter"]
 
 STATS_PERIOD_S = 1.0  # how often each replica reports its room
+# A resume waits at most this long for the replicas' reports to name its session's holder
+# (they reach the router a second or two after they are made; longer on a busy machine).
+RESUME_WAIT_S = 10.0
+POLL_S = 0.1  # how often a waiting resume looks at the reports again
 
 
 class RoomRouter(RequestRouter):
@@ -45,16 +50,25 @@ class RoomRouter(RequestRouter):
         self.book.keep({r.replica_id.unique_id for r in self.curr_replicas.values()})
         for name, replica in by_name.items():
             self.book.report(name, Report.parse(replica.routing_stats))
+        session = pending_request.metadata.session_id if pending_request is not None else ""
+        if pending_request is not None and self._waits(list(by_name), session, pending_request):
+            await asyncio.sleep(POLL_S)  # Ray asks again at once, with the replicas' latest
+            return []
         # Replicas Ray knows to be at max_ongoing_requests first go last: Ray would pass
         # them over, and the request must be counted where it goes.
         free = {r.replica_id.unique_id for r in self.select_available_replicas(candidate_replicas)}
         order = self.book.order([n for n in by_name if n in free])
         order += self.book.order([n for n in by_name if n not in free])
-        if pending_request is not None:
-            order = self.book.holder_first(order, pending_request.metadata.session_id)
+        order = self.book.holder_first(order, session)
         if order and pending_request is not None:
             self.book.chose(order[0], pending_request.metadata.internal_request_id, time.time())
         return [[by_name[name]] for name in order]
+
+    def _waits(self, replicas: list[str], session: str, request: PendingRequest) -> bool:
+        """Does a resume of `session` wait for reports (see `RoomBook.awaits_report`)?"""
+        made = request.created_at
+        waited = time.time() - made
+        return waited < RESUME_WAIT_S and self.book.awaits_report(replicas, session, made)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         self.book.completed(internal_request_id)

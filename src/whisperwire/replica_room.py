@@ -13,7 +13,8 @@ and gives its room back when it completes.
 A reconnecting client (`?resume=SESSION_ID`) must reach the replica that holds its session:
 only that one can take it up again. Each report also lists the sessions the replica could
 resume, and the holder of the one a request names goes first (`holder_first`), room or not:
-the session was admitted when it first connected.
+the session was admitted when it first connected. Where no report lists it, the request waits
+for every replica's next report (`awaits_report`): the session may be younger than the last.
 
 Sans-I/O: times are passed in; no Ray import.
 """
@@ -95,6 +96,16 @@ class RoomBook:
         since = report.at - OVERLAP_S
         taken = sum(1 for where, at in self.sent.values() if where == replica and at > since)
         return report.room - taken
+
+    def awaits_report(self, replicas: list[str], session: str, since: float) -> bool:
+        """Should a request that resumes `session`, made at `since`, wait for reports? While no
+        replica lists the session and some replica's last report is older (a session opened a
+        moment before is in the next one); once all have reported since, nobody holds it. A
+        replica that never reported is not waited for: it has only just started."""
+        held = [self.reports[r] for r in replicas if r in self.reports]
+        if not session or any(session in report.sessions for report in held):
+            return False
+        return any(report.at < since for report in held)
 
     def holder_first(self, order: list[str], session: str) -> list[str]:
         """`order` with the replica that last reported holding `session` moved to the front

@@ -118,3 +118,16 @@ def test_stats_list_the_sessions_a_replica_can_resume() -> None:
         1, 5.0, frozenset({"x"})
     )
     assert Report.parse({"room": 1, "at": 5, "sessions": "x"}) == Report(1, 5.0)
+
+
+def test_a_resume_waits_for_reports_made_after_it_unless_its_holder_is_known() -> None:
+    b = book(a=1, b=1)  # reports of t=100
+    assert b.awaits_report(["a", "b"], "s1", since=101.0)  # s1 may be younger than them
+    b.report("a", Report(1, 101.5))
+    assert b.awaits_report(["a", "b"], "s1", since=101.0)  # b has not reported since
+    b.report("b", Report(1, 101.6, frozenset({"s1"})))
+    assert not b.awaits_report(["a", "b"], "s1", since=101.0)  # b holds it
+    b.report("b", Report(1, 102.6))
+    assert not b.awaits_report(["a", "b"], "s1", since=101.0)  # both reported: nobody holds it
+    assert not b.awaits_report(["a", "b"], "", since=101.0)  # not a resume
+    assert not RoomBook().awaits_report(["a", "b"], "s1", since=101.0)  # none reported yet
