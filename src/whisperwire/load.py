@@ -34,6 +34,12 @@ The model, in worker-seconds per second:
   decodes are (the first stream is the case of one worker). Without this floor a second
   stream on two workers was let in or refused from run to run as the moving average of the
   final decodes crossed the bound (2026-12-04 bench).
+* **Before a decode is measured** ``t_p`` and ``t_f`` are ``UNMEASURED`` times the prior, the
+  warm-up's decode of a second of silence: a window of speech costs more. On 2 cores (tiny.en,
+  2026-12-05) the prior was 0.39 s, and a 10 s window of speech with both workers busy 0.57 s
+  greedy and 0.69 s with beam 5 (1.5x and 1.8x). Taken at face value, the prior let 4 of 14
+  streams opened at once into a fresh server, held at a final-lag p95 of 3.35 s and 1.46x the
+  offline WER; with measured times 2 are let in, at 2.4-2.7 s.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Clock = Callable[[], float]
+UNMEASURED = 2.0  # a window of speech against the warm-up's second of silence, at most
 
 
 @dataclass
@@ -64,7 +71,7 @@ class LoadMonitor:
     base_step_s: float  # the policy's step when the machine is not busy
     max_lag_s: float  # the final-word lag admitted streams are kept under
     clock: Clock
-    prior_decode_s: float = 0.5  # before any decode is measured (the warm-up decode)
+    prior_decode_s: float = 0.25  # the warm-up's decode of silence (x UNMEASURED until measured)
     decodes_per_commit: int = 2  # k: decodes a word waits for (agreement 2, one-pass 1)
     commit_guard_s: float = 0.0  # one-pass: how old a word must be before it is committed
     target: float = 0.85  # share of the workers' time planned for streams and clips
@@ -79,8 +86,8 @@ class LoadMonitor:
     refused: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self._partial = _Average(self.prior_decode_s)
-        self._final = _Average(self.prior_decode_s)
+        self._partial = _Average(UNMEASURED * self.prior_decode_s)
+        self._final = _Average(UNMEASURED * self.prior_decode_s)
 
     # ---- inputs
 

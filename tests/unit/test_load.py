@@ -256,3 +256,31 @@ def test_a_session_sending_clips_counts_as_its_clips_not_also_as_a_stream() -> N
     load.stream_closed("clips")
     load.clip_started("clips")  # a late clip of a closed session counts as a clip only
     assert load.live_streams == 1
+
+
+def test_until_decodes_are_measured_they_are_assumed_slower_than_the_warm_up() -> None:
+    """The prior is the warm-up's decode of a second of silence; a window of speech costs up
+    to twice that (measured 1.5-1.8x on 2 cores). Taken at face value, it let a burst of
+    streams into a fresh server that the measured times then showed it could not carry."""
+    clock = Clock()
+    # 2 cores, tiny.en: prior 0.39 s; measured under load: partial 0.57 s, final 0.69 s
+    load = monitor(
+        clock,
+        workers=2,
+        max_lag_s=2.78,
+        prior_decode_s=0.39,
+        decodes_per_commit=1,
+        commit_guard_s=0.8,
+    )
+    # a worker each; the prior at face value: (2.78 - 0.8 - 2 * 0.39) * 1.7 / 0.39 = 5
+    assert load.capacity() == 2
+    admitted = 0
+    while load.admit_stream():
+        load.stream_opened(f"s{admitted}")
+        admitted += 1
+    assert admitted == 2
+    load.record("partial", 0.57)
+    load.record("final", 0.69)
+    assert load.capacity() == 2  # what the measured times carry too
+    fast = monitor(clock, workers=2, max_lag_s=4.0, prior_decode_s=0.2, decodes_per_commit=1)
+    assert fast.capacity() == int((4.0 - 0.4 - 0.4) * 2 * 0.85 / 0.4) > 2  # room stays room
