@@ -9,15 +9,21 @@ through `decode_done`, the server for refusals at connect. `exposition()` is wha
 
 `FinalLag` is sans-I/O: it is given the audio time and arrival of each frame, and the time
 each final was sent, so its arithmetic is tested without a clock or a socket.
+
+`merge_expositions` joins several servers' pages into one, each series labelled with the
+server it came from: what `GET /metrics` of one Ray Serve replica answers for all of them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from whisperwire.forward.metrics import PrometheusForwardMetrics
 from whisperwire.protocol import events as ev
@@ -245,3 +251,33 @@ class FinalLag:
         """Drop the frames that end before `needed_from_s` (the newest is always kept)."""
         while len(self._frames) > 1 and self._frames[0][0] < needed_from_s:
             self._frames.popleft()
+
+
+def merge_expositions(pages: Mapping[str, bytes], label: str = "replica") -> bytes:
+    """Prometheus text pages of several servers -> one page, every series given `label` =
+    the server's name (the key of `pages`), each metric family's samples together."""
+    families: dict[str, Metric] = {}
+    for name, page in sorted(pages.items()):
+        for family in text_string_to_metric_families(page.decode("utf-8")):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            merged.samples += [
+                Sample(s.name, {label: name, **s.labels}, s.value, s.timestamp, s.exemplar)
+                for s in family.samples
+            ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Families:
+    """A collector that yields metric families as they are (for `generate_latest`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

@@ -26,6 +26,7 @@ from ray.serve import Application, Deployment
 from ray.serve.config import RequestRouterConfig
 from ray.serve.handle import DeploymentHandle
 
+from whisperwire.metrics import Metrics
 from whisperwire.ray_proxy import CALLBACK
 from whisperwire.ray_router import STATS_PERIOD_S
 from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings
@@ -69,13 +70,20 @@ class Whisperwire:
     deployment (`ray_model`)."""
 
     def __init__(
-        self, settings: dict[str, Any], model: DeploymentHandle | None = None, share: float = 1.0
+        self,
+        settings: dict[str, Any],
+        model: DeploymentHandle | None = None,
+        share: float = 1.0,
+        board: DeploymentHandle | None = None,
     ) -> None:
         """`model`: the model deployment to decode through (None: load the model here), of
-        whose replicas' workers this replica counts `share` as its own."""
+        whose replicas' workers this replica counts `share` as its own; `board`: the
+        deployment that gathers every replica's metrics (`ray_metrics`)."""
         self.settings = load_settings(**settings)
         self.model = model
         self.share = share
+        self.board = board
+        self._pusher: asyncio.Task[None] | None = None  # keeps the push task referenced
         self.state: Any = None  # the server's App, once built
 
     async def record_routing_stats(self) -> dict[str, Any]:
@@ -84,11 +92,16 @@ class Whisperwire:
         reconnecting client may resume (it routes the client here)."""
         if self.state is None:
             return {"room": 0, "at": time.time()}
-        return {"room": self.state.room(), "at": time.time(), "sessions": self.state.resumable()}
+        state = self.state
+        return {
+            "room": state.room(),
+            "at": time.time(),
+            "sessions": state.resumable(),
+            "live": state.load.live_streams,
+        }
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         from whisperwire.cli import checked_model, forward_config, forwarder_from, load_engine
-        from whisperwire.metrics import Metrics
         from whisperwire.server import create_app
 
         settings = self.settings
@@ -106,9 +119,31 @@ class Whisperwire:
             engine = RemoteEngine(self.model, info, replica_name(), self.share)
         else:
             engine = await asyncio.to_thread(load_engine, settings, checked_model(settings))
-        app = create_app(settings, engine, forwarder, metrics, server=replica_name())
+        name = replica_name()
+        exposition = None
+        if self.board is not None:
+            board = self.board
+
+            async def exposition() -> bytes:  # this replica's page fresh, the others' pushed
+                await board.push.remote(name, metrics.exposition())
+                return bytes(await board.merged.remote())
+
+            self._pusher = asyncio.create_task(self._push_metrics(board, name, metrics))
+        app = create_app(settings, engine, forwarder, metrics, name, exposition)
         self.state = app.state.whisperwire
         return app
+
+    @staticmethod
+    async def _push_metrics(board: DeploymentHandle, name: str, metrics: Metrics) -> None:
+        """Sends this replica's metrics page to the board every `PUSH_S`, for its life."""
+        from whisperwire.ray_metrics import PUSH_S
+
+        while True:
+            try:
+                await board.push.remote(name, metrics.exposition())
+            except Exception as exc:  # noqa: BLE001 - the board restarts; try again later
+                log.warning("replica %s could not push its metrics: %s", name, exc)
+            await asyncio.sleep(PUSH_S)
 
     def _claim_outbox(self, settings: Settings, shared: Path) -> Settings:
         """The settings with --data-dir a slot of `shared`, the data dir the replicas share."""
@@ -160,11 +195,15 @@ def application(settings: Settings) -> Application:
     from whisperwire.cli import forward_config
 
     forward_config(settings)  # named here, not in each replica's failure to start
+    from whisperwire.ray_metrics import MetricsBoard
+
     given = replica_settings(settings)
+    board = MetricsBoard.bind()
     if not settings.ray_model_replicas:
-        return deployment(settings).bind(given)
+        return deployment(settings).bind(given, board=board)
     share = settings.ray_model_replicas / settings.ray_replicas  # of the model's workers
-    return deployment(settings).bind(given, model_deployment(settings).bind(given), share)
+    model = model_deployment(settings).bind(given)
+    return deployment(settings).bind(given, model, share, board)
 
 
 def settings_from(args: dict[str, Any]) -> Settings:

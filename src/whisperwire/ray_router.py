@@ -1,5 +1,6 @@
-"""Ray Serve's request router for whisperwire: a new session goes to the replica with the most
-room for one (`replica_room`), not to the one with the fewest open requests.
+"""Ray Serve's request router for whisperwire: a new session goes to a replica with room for
+it, the least used for what it carries (`replica_room`), not to the one with the fewest open
+requests.
 
 Ray's default router picks, of two replicas, the one with the fewer requests in flight as its
 cache of queue lengths has them. For WebSocket sessions that cache lags a burst of clients:
@@ -8,10 +9,10 @@ and four sessions opened at once could all land on one replica (CI, 2026-12-05) 
 other stood idle. It also knows nothing of a replica's load: a replica whose decodes are slow
 refuses a stream that an idle one would carry. This router takes each request from the chosen
 replica's room the moment it chooses, so a burst is spread, and ranks replicas by the room
-they report (`Whisperwire.record_routing_stats`, every `STATS_PERIOD_S`). A reconnecting
-client goes to the replica that holds its session: Ray hands the router the request's session
-id (its `x-session-id` header, which `ray_proxy` sets from `?resume=`), and the reports list
-the sessions each replica can resume.
+and live streams they report (`Whisperwire.record_routing_stats`, every `STATS_PERIOD_S`).
+A reconnecting client goes to the replica that holds its session: Ray hands the router the
+request's session id (its `x-session-id` header, which `ray_proxy` sets from `?resume=`),
+and the reports list the sessions each replica can resume.
 
 It runs in Ray's proxy (and in any deployment handle); `ray_app.deployment` names it.
 """
@@ -36,7 +37,7 @@ POLL_S = 0.1  # how often a waiting resume looks at the reports again
 
 
 class RoomRouter(RequestRouter):
-    """Offers the replicas one at a time, most room first (see `RoomBook.order`)."""
+    """Offers the replicas one at a time, the least used with room first (`RoomBook.order`)."""
 
     def initialize_state(self, **kwargs: Any) -> None:
         self.book = RoomBook()

@@ -38,6 +38,7 @@ class Report:
     room: int  # live streams the replica would still admit
     at: float  # when it measured it (seconds since the epoch, the replica's clock)
     sessions: frozenset[str] = frozenset()  # the sessions it holds that a client may resume
+    live: int = 0  # the live streams it carries
 
     @classmethod
     def parse(cls, stats: dict[str, object]) -> Report | None:
@@ -47,7 +48,10 @@ class Report:
             return None
         if not isinstance(sessions, list | tuple):
             sessions = ()
-        return cls(int(room), float(at), frozenset(s for s in sessions if isinstance(s, str)))
+        live = stats.get("live", 0)
+        live = int(live) if isinstance(live, int | float) else 0
+        held = frozenset(s for s in sessions if isinstance(s, str))
+        return cls(int(room), float(at), held, max(0, live))
 
 
 _NONE = Report(0, 0.0)
@@ -116,9 +120,26 @@ class RoomBook:
         )
         return order if holder is None else [holder] + [r for r in order if r != holder]
 
+    def used(self, replica: str) -> float:
+        """The share of its capacity the replica has in use: its live streams and the
+        requests sent since its report, over those streams and the room it reported."""
+        report = self.reports.get(replica, Report(UNREPORTED_ROOM, 0.0))
+        carried = report.live + report.room
+        taken = carried - report.live - self.room(replica)  # sent since the report
+        return (report.live + taken) / carried if carried > 0 else 1.0
+
     def order(self, replicas: list[str]) -> list[str]:
-        """The replicas, most room first; among equals, fewest open requests from this router,
-        then at random. Those without room come last, in the same order: a request sent there
-        is refused by the replica itself (OVERLOADED) rather than left waiting in Ray's queue."""
+        """The replicas with room first, the least used (`used`) first: sessions are spread in
+        proportion to what each replica carries, where most room first sent every session to
+        the one whose decodes measured faster while rooms were large (a generous --max-lag, a
+        GPU). Among equals, fewer open requests from this router, then at random (not more
+        room: short HTTP requests to idle replicas would all go to one). Those without room come
+        last, fewest open requests first: a request sent there is refused by the replica
+        itself (OVERLOADED) rather than left waiting in Ray's queue."""
         shuffled = self.rng.sample(replicas, len(replicas))
-        return sorted(shuffled, key=lambda r: (-max(0, self.room(r)), self.open(r)))
+
+        def rank(r: str) -> tuple[bool, float, int]:
+            room = self.room(r)
+            return (room <= 0, self.used(r) if room > 0 else 0.0, self.open(r))
+
+        return sorted(shuffled, key=rank)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import psutil
@@ -220,9 +220,11 @@ def create_app(
     forwarder: Forwarder | None = None,
     metrics: Metrics | None = None,
     server: str = "",
+    exposition: Callable[[], Awaitable[bytes]] | None = None,
 ) -> FastAPI:
     """The app; `metrics` is the registry the forwarder reports to, if it was given one;
-    `server` names this one among replicas (in `ready` and /health)."""
+    `server` names this one among replicas (in `ready` and /health); `exposition`, where
+    given, makes the page /metrics serves (every replica's, on Ray) instead of `metrics`."""
     state = App(settings, engine, forwarder, metrics, server)
 
     @contextlib.asynccontextmanager
@@ -314,7 +316,15 @@ def create_app(
                 "Bearer KEY' or ?token=KEY (or start the server with --metrics-public)\n"
             )
             return PlainTextResponse(message, 401, headers={"WWW-Authenticate": "Bearer"})
-        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        if exposition is None:
+            return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        try:
+            page = await exposition()
+        except Exception as exc:  # noqa: BLE001 - said to the scraper, not hidden
+            log.warning("/metrics: the replicas' metrics could not be gathered: %s", exc)
+            message = f"the replicas' metrics could not be gathered: {exc}\n"
+            return PlainTextResponse(message, 503)
+        return Response(page, media_type=CONTENT_TYPE_LATEST)
 
     origins = frozenset(settings.allowed_origins)
 

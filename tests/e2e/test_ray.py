@@ -123,6 +123,41 @@ def test_a_dropped_connection_resumes_on_the_replica_holding_its_session(
     assert distance <= 0.05, (whole.text, got.text)
 
 
+def test_metrics_through_the_proxy_count_the_sessions_of_every_replica(
+    ray_server: Server,
+) -> None:
+    """/metrics answered by whichever replica the proxy picks holds both app replicas' series,
+    each labelled with its replica, and counts the sessions each one served."""
+    import collections
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def sessions_by_replica() -> dict[str, float]:
+        page = httpx.get(f"http://127.0.0.1:{ray_server.port}/metrics", timeout=30)
+        assert page.status_code == 200, page.text
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(page.text):
+            for sample in family.samples:
+                if sample.name == "whisperwire_sessions_total":
+                    replica = sample.labels["replica"]
+                    counts[replica] = counts.get(replica, 0.0) + sample.value
+        return counts
+
+    before = sessions_by_replica()
+    clips = [load_audio(path) for path, _ in librispeech_clips(3)]
+    served = collections.Counter(server_of(r) for r in concurrent_streams(ray_server.url, clips))
+
+    def counted(now: dict[str, float]) -> bool:
+        return all(now.get(r, 0) >= before.get(r, 0) + n for r, n in served.items())
+
+    deadline = time.monotonic() + 30  # another replica's page comes within its push period
+    while not counted(after := sessions_by_replica()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert counted(after), (before, served, after)
+    assert len(after) == 2, after  # both app replicas' series, whichever answered
+
+
 def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
     ray_server: Server,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from whisperwire.metrics import FinalLag, Metrics
+from whisperwire.metrics import FinalLag, Metrics, merge_expositions
 from whisperwire.protocol import events as ev
 
 
@@ -163,3 +163,29 @@ def test_api_requests_are_counted_by_route_and_status() -> None:
     assert value(samples, total, route="transcriptions", status="200") == 2
     assert value(samples, total, route="transcriptions", status="400") == 1
     assert value(samples, total, route="models", status="200") == 1
+
+
+def test_the_pages_of_several_replicas_merge_into_one_labelled_by_replica() -> None:
+    """What /metrics answers on Ray: every replica's series, told apart by `replica`, with one
+    HELP and TYPE per family, parsed back as Prometheus parses it."""
+    a, b = Metrics(), Metrics()
+    a.error_sent("OVERLOADED")
+    for _ in range(2):
+        b.error_sent("OVERLOADED")
+    b.decode_done("partial", 0.3)
+    text = merge_expositions({"r1": a.exposition(), "r2": b.exposition()}).decode()
+    assert text.count("# TYPE whisperwire_errors_total counter") == 1
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    errors = "whisperwire_errors_total"
+    assert samples[(errors, frozenset({("code", "OVERLOADED"), ("replica", "r1")}))] == 1
+    assert samples[(errors, frozenset({("code", "OVERLOADED"), ("replica", "r2")}))] == 2
+    jobs = "whisperwire_decode_duration_seconds_count"
+    assert samples[(jobs, frozenset({("kind", "partial"), ("replica", "r2")}))] == 1
+    assert samples[(jobs, frozenset({("kind", "partial"), ("replica", "r1")}))] == 0
+    one = {key for key in samples if ("replica", "r1") in key[1]}
+    assert len(one) == len(scrape(a))  # nothing of a replica left out, nothing added
+    assert merge_expositions({}) == b""

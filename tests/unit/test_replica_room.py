@@ -35,9 +35,39 @@ def test_replicas_that_never_reported_share_a_burst_too() -> None:
     assert sorted(went) == ["a"] * 3 + ["b"] * 3
 
 
-def test_the_replica_with_more_room_comes_first() -> None:
+def test_the_less_used_replica_comes_first() -> None:
     b = book(a=1, b=3)
-    assert [route(b, ["a", "b"], f"r{i}", now=100.5) for i in range(3)] == ["b", "b", "a"]
+    went = [route(b, ["a", "b"], f"r{i}", now=100.5) for i in range(3)]
+    assert sorted(went[:2]) == ["a", "b"] and went[2] == "b"  # then a has no room left
+
+
+def test_short_requests_to_idle_replicas_go_to_both() -> None:
+    """HTTP requests (/health) end before the next: idle replicas of unequal room share them."""
+    b = book(a=60, b=80)
+    went = set()
+    for i in range(20):
+        went.add(route(b, ["a", "b"], f"r{i}", now=100.5))
+        b.completed(f"r{i}")
+    assert went == {"a", "b"}
+
+
+def test_sessions_are_spread_in_proportion_to_what_each_replica_carries() -> None:
+    """Large, unequal rooms (a generous --max-lag, a GPU beside a CPU): most room first sent
+    every session to one replica; the least used first spreads them by capacity."""
+    b = book(a=80, b=60)
+    went = [route(b, ["a", "b"], f"r{i}", now=100.5) for i in range(4)]
+    assert sorted(went) == ["a", "a", "b", "b"]
+    small_big = book(a=2, b=8)
+    went = [route(small_big, ["a", "b"], f"r{i}", now=100.5) for i in range(5)]
+    assert went.count("b") == 4 and went.count("a") == 1
+
+
+def test_a_replica_carrying_more_of_its_capacity_comes_after_one_carrying_less() -> None:
+    b = RoomBook(rng=random.Random(3))
+    b.report("busy", Report.parse({"room": 2, "at": 100.0, "live": 6}))  # 75 % in use
+    b.report("calm", Report.parse({"room": 1, "at": 100.0, "live": 1}))  # 50 %
+    assert b.order(["busy", "calm"]) == ["calm", "busy"]
+    assert Report.parse({"room": 1, "at": 1, "live": "x"}) == Report(1, 1.0)
 
 
 def test_a_report_that_can_include_a_request_replaces_its_count() -> None:
