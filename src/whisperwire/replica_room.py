@@ -54,9 +54,6 @@ class Report:
         return cls(int(room), float(at), held, max(0, live))
 
 
-_NONE = Report(0, 0.0)
-
-
 @dataclass
 class RoomBook:
     """One router's view: the replicas' last reports and the requests it has sent them."""
@@ -106,27 +103,29 @@ class RoomBook:
         replica lists the session and some replica's last report is older (a session opened a
         moment before is in the next one); once all have reported since, nobody holds it. A
         replica that never reported is not waited for: it has only just started."""
-        held = [self.reports[r] for r in replicas if r in self.reports]
-        if not session or any(session in report.sessions for report in held):
+        if not session or self.holder(replicas, session) is not None:
             return False
-        return any(report.at < since for report in held)
+        return any(self.reports[r].at < since for r in replicas if r in self.reports)
+
+    def holder(self, replicas: list[str], session: str) -> str | None:
+        """The one of `replicas` whose last report lists `session`, if any."""
+        return next(
+            (r for r in replicas if r in self.reports and session in self.reports[r].sessions),
+            None,
+        )
 
     def holder_first(self, order: list[str], session: str) -> list[str]:
         """`order` with the replica that last reported holding `session` moved to the front
         (unchanged where none did, or for no session)."""
-        holder = next(
-            (r for r in order if session and session in self.reports.get(r, _NONE).sessions),
-            None,
-        )
+        holder = self.holder(order, session) if session else None
         return order if holder is None else [holder] + [r for r in order if r != holder]
 
     def used(self, replica: str) -> float:
         """The share of its capacity the replica has in use: its live streams and the
         requests sent since its report, over those streams and the room it reported."""
         report = self.reports.get(replica, Report(UNREPORTED_ROOM, 0.0))
-        carried = report.live + report.room
-        taken = carried - report.live - self.room(replica)  # sent since the report
-        return (report.live + taken) / carried if carried > 0 else 1.0
+        carried = report.live + report.room  # what it carries in all, as it reported
+        return (carried - self.room(replica)) / carried if carried > 0 else 1.0
 
     def order(self, replicas: list[str]) -> list[str]:
         """The replicas with room first, the least used (`used`) first: sessions are spread in
