@@ -100,6 +100,7 @@ class EngineOptions:
     no_fallback: bool = False  # temperature 0 only, for every decode (whisper.cpp's -nf)
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
     solo_threads: int = 0  # threads of the lone session's decoder; 0: auto; 1: none
+    encoder_pad_s: float = 10.0  # padding the encoder sees after the audio (encoder_context)
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
 
@@ -142,6 +143,8 @@ class Engine:
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
         from faster_whisper import WhisperModel
 
+        from whisperwire.encoder_context import ShortContextWhisper
+
         self.source = source
         self.options = options
         location = source.location
@@ -175,7 +178,7 @@ class Engine:
 
         def load(threads: int, workers: int) -> WhisperModel:
             try:
-                return WhisperModel(
+                model = ShortContextWhisper(
                     location,
                     device=options.device,
                     compute_type=options.compute_type,
@@ -185,6 +188,8 @@ class Engine:
                 )
             except Exception as exc:  # noqa: BLE001 - ctranslate2: RuntimeError/ValueError
                 raise ModelError(f"cannot load model {source.location}: {exc}") from exc
+            model.pad_s = options.encoder_pad_s
+            return model
 
         self._workers_model = load(threads, self.workers)
         # a second copy of the weights, on all the cores, for a session that is alone
@@ -273,15 +278,16 @@ class Engine:
         if request.prefix and language is not None:
             from whisperwire.continuation import decode_continuing
 
-            continued = decode_continuing(
-                self.model,
-                request.audio,
-                request.prefix,
-                language,
-                request.task if self.multilingual else "transcribe",
-                self.options.partial_beam_size if partial else self.options.beam_size,
-                (0.0,) if partial else self._temperatures,
-            )
+            with self.model.short_context():
+                continued = decode_continuing(
+                    self.model,
+                    request.audio,
+                    request.prefix,
+                    language,
+                    request.task if self.multilingual else "transcribe",
+                    self.options.partial_beam_size if partial else self.options.beam_size,
+                    (0.0,) if partial else self._temperatures,
+                )
             if continued is not None:
                 words, forced = continued
                 return Hypothesis(words, language, forced=forced)
@@ -307,8 +313,6 @@ class Engine:
         clip boundary at each seam. Whisper's no-speech check is applied per window, as the
         single decode does; word times come back relative to each window. A window whose one
         pass stopped before its end is decoded alone: the single decode goes on from there."""
-        from faster_whisper import BatchedInferencePipeline
-
         group = self.batch_group(requests[0])
         if group is None or any(self.batch_group(r) != group for r in requests):
             raise ValueError("decode_batch() takes partial requests of one batch group")
@@ -319,6 +323,20 @@ class Engine:
             bounds.append((position / SAMPLE_RATE, (position + len(request.audio)) / SAMPLE_RATE))
             position += len(request.audio)
         model = _PassRecorder(self.model)
+        with self.model.short_context():
+            return self._decode_batch(model, requests, language, task, prompt, bounds)
+
+    def _decode_batch(
+        self,
+        model: _PassRecorder,
+        requests: list[DecodeRequest],
+        language: str,
+        task: str,
+        prompt: str,
+        bounds: list[tuple[float, float]],
+    ) -> list[Hypothesis]:
+        from faster_whisper import BatchedInferencePipeline
+
         segments, _ = BatchedInferencePipeline(model).transcribe(
             np.concatenate([r.audio for r in requests]),
             language=language,
@@ -359,19 +377,20 @@ class Engine:
         options = self._common(language, task)
         if not thorough:
             options["beam_size"] = self.options.partial_beam_size
-        segments, info = self.model.transcribe(
-            audio,
-            initial_prompt=prompt or None,
-            word_timestamps=True,
-            condition_on_previous_text=False,
-            temperature=self._temperatures if thorough else 0.0,
-            **options,
-        )
-        words = [
-            Word(w.word, w.start, w.end, w.probability, index)
-            for index, segment in enumerate(segments)
-            for w in (segment.words or [])
-        ]
+        with self.model.short_context():  # the segments are made as they are read
+            segments, info = self.model.transcribe(
+                audio,
+                initial_prompt=prompt or None,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                temperature=self._temperatures if thorough else 0.0,
+                **options,
+            )
+            words = [
+                Word(w.word, w.start, w.end, w.probability, index)
+                for index, segment in enumerate(segments)
+                for w in (segment.words or [])
+            ]
         return Hypothesis(words, info.language, info.language_probability)
 
     def has_speech(self, audio: np.ndarray) -> bool:

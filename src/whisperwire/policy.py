@@ -72,6 +72,7 @@ from whisperwire.words import (
     join_words,
     seam,
     without_loop,
+    without_squeezed_tail,
 )
 
 # A backlog this long behind the start of the next region: not live (see `_bridge`).
@@ -278,7 +279,7 @@ class Policy:
             self._tail, self._thorough = new, True
             self._emit_partial(window_end)
         elif request.kind == "final":
-            self._words.commit(new, window_end)
+            self._words.commit(without_squeezed_tail(new), window_end)
             ended_by, made = self._region_end_kind(), self._segment_id
             self._finalize(len(self._words.held), ended_by)
             marked = self._segment_id > made  # a final carries the mark

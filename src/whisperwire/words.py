@@ -142,6 +142,29 @@ def full_window_cut(words: list[Word], window_end: float) -> int:
     return max(1, cut[-1] + 1 if cut else sum(1 for w in words if w.end <= window_end - 1.0))
 
 
+SQUEEZED_S = 0.02  # a word Whisper's alignment gave no more time than this (one frame)
+SQUEEZED_MIN_WORDS = 2
+SQUEEZED_MAX_PROBABILITY = 0.5
+
+
+def without_squeezed_tail(words: list[Word]) -> list[Word]:
+    """`words` without a run of at least two words at their end that the alignment squeezed
+    into no time, said with a mean probability under one half: text Whisper made up after
+    the audio ended ("And, again, we'll see you in the next video." at 8.42 s of an 8.44 s
+    clip of test-other that ends with "neighbourhood"), which happens more often when the
+    encoder sees 10 s of padding than 30 s (encoder_context). A region's last decode
+    commits all of its words, so it drops these."""
+    at = len(words)
+    while at > 0 and words[at - 1].end - words[at - 1].start <= SQUEEZED_S:
+        at -= 1
+    tail = words[at:]
+    if len(tail) < SQUEEZED_MIN_WORDS:
+        return words
+    if sum(w.probability for w in tail) / len(tail) >= SQUEEZED_MAX_PROBABILITY:
+        return words
+    return words[:at]
+
+
 LOOP_REPEATS = 5  # a phrase said this many times in a row at a hypothesis's end is a loop
 LOOP_MAX_WORDS = 4  # the longest phrase looked for
 

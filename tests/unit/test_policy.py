@@ -20,7 +20,7 @@ from whisperwire.policy import (
     PolicyConfig,
     SpeechEnded,
 )
-from whisperwire.words import Hypothesis, Word, seam, without_loop
+from whisperwire.words import Hypothesis, Word, seam, without_loop, without_squeezed_tail
 
 
 def run(
@@ -444,6 +444,36 @@ def test_a_loop_at_the_end_of_a_window_is_said_once() -> None:
     policy, fake = Policy(), Looping(script(words, 1.0), unstable_tail=False)
     events = run(policy, fake, 6.0, [(1.0, 3.4)])
     assert finals_text(events).split() == [*words, "o", "que", "é"]
+
+
+def test_words_made_up_after_the_audio_are_not_final() -> None:
+    """Whisper can go on after the speech of a region's last window with words the alignment
+    squeezes into its last instant, unsure ("again, we'll see you"): the final leaves them out,
+    and keeps the words before; a partial still shows what it was given."""
+
+    class MakingUp(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            hypothesis = super().__call__(request)
+            end = len(request.audio) / SAMPLE_RATE - 0.02
+            made_up = [Word(w, end, end, 0.2) for w in (" again,", " we'll", " see", " you")]
+            return Hypothesis(hypothesis.words + made_up, hypothesis.language)
+
+    words = ["it", "must", "be", "in", "the", "neighbourhood"]
+    policy, fake = Policy(), MakingUp(script(words, 1.0), unstable_tail=False)
+    events = run(policy, fake, 6.0, [(1.0, 3.4)])
+    assert finals_text(events).split() == words
+
+
+def test_a_squeezed_tail_is_made_up_only_when_unsure_and_more_than_a_word() -> None:
+    spoken = [Word(" it", 0.0, 0.3), Word(" must", 0.3, 0.6)]
+    unsure = [Word(" again,", 0.6, 0.6, 0.16), Word(" we'll", 0.6, 0.6, 0.3)]
+    assert without_squeezed_tail(spoken + unsure) == spoken
+    sure = [Word(" be", 0.6, 0.6, 0.9), Word(" here", 0.6, 0.6, 0.8)]
+    assert without_squeezed_tail(spoken + sure) == spoken + sure
+    one = [Word(" again", 0.6, 0.6, 0.1)]
+    assert without_squeezed_tail(spoken + one) == spoken + one
+    assert without_squeezed_tail(unsure) == []
+    assert without_squeezed_tail([]) == []
 
 
 def test_a_phrase_said_a_few_times_is_speech_not_a_loop() -> None:
