@@ -57,7 +57,7 @@ class ShortContextWhisper(WhisperModel):  # type: ignore[misc]
     decodes run inside `short_context()` on their thread (their encodes and language
     detection); elsewhere Whisper's 30 s, as offline faster-whisper runs (whole clips)."""
 
-    pad_s: float = 10.0
+    pad_s: float = 30.0  # Whisper's own: the encoder always sees 30 s
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -36,6 +36,7 @@ HUB_SIZES = frozenset(
 )  # fmt: skip
 
 
+WARM_UP_WINDOW_S = 10  # the timed warm-up decode's silence: a live window's usual length
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6)  # for a decode that fails Whisper's checks
 NO_SPEECH, LOW_LOGPROB = 0.6, -1.0  # faster-whisper's defaults: such a window is silence
 
@@ -100,7 +101,7 @@ class EngineOptions:
     no_fallback: bool = False  # temperature 0 only, for every decode (whisper.cpp's -nf)
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
     solo_threads: int = 0  # threads of the lone session's decoder; 0: auto; 1: none
-    encoder_pad_s: float = 10.0  # padding the encoder sees after the audio (encoder_context)
+    encoder_pad_s: float = 30.0  # padding the encoder sees after the audio (encoder_context)
     cache_dir: str | None = None  # checkpoint conversion cache
     base_model: str | None = None
 
@@ -242,15 +243,17 @@ class Engine:
 
     def warm_up(self) -> float:
         """One decode of silence on each decoder, so the first user request does not pay for
-        lazy set-up; then a second on a worker's, timed: the seconds one decode takes before
-        any is measured."""
-        silence = np.zeros(16000, dtype=np.float32)
+        lazy set-up; then one of 10 s of silence (a live window's usual length: the encoder's
+        cost follows it, `encoder_context`) on a worker's, timed: the seconds one decode takes
+        before any is measured."""
+        silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         if self._solo_model is not None:
             with self.solo_lane():
                 self.decode_window(silence, "", "en", "transcribe")
         self.decode_window(silence, "", "en", "transcribe")
+        window = np.zeros(WARM_UP_WINDOW_S * SAMPLE_RATE, dtype=np.float32)
         started = time.perf_counter()
-        self.decode_window(silence, "", "en", "transcribe")
+        self.decode_window(window, "", "en", "transcribe")
         self.decode_estimate_s = time.perf_counter() - started
         return self.decode_estimate_s
 

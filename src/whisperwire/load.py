@@ -35,11 +35,15 @@ The model, in worker-seconds per second:
   stream on two workers was let in or refused from run to run as the moving average of the
   final decodes crossed the bound (2026-12-04 bench).
 * **Before a decode is measured** ``t_p`` and ``t_f`` are ``UNMEASURED`` times the prior, the
-  warm-up's decode of a second of silence: a window of speech costs more. On 2 cores (tiny.en,
-  2026-12-05) the prior was 0.39 s, and a 10 s window of speech with both workers busy 0.57 s
-  greedy and 0.69 s with beam 5 (1.5x and 1.8x). Taken at face value, the prior let 4 of 14
-  streams opened at once into a fresh server, held at a final-lag p95 of 3.35 s and 1.46x the
-  offline WER; with measured times 2 are let in, at 2.4-2.7 s.
+  warm-up's decode of 10 s of silence: a window of speech costs more. On 2 cores (tiny.en,
+  2026-12-05) the prior, then a second of silence, was 0.39 s, and a 10 s window of speech
+  with both workers busy 0.57 s greedy and 0.69 s with beam 5 (1.5x and 1.8x). Taken at face
+  value, the prior let 4 of 14 streams opened at once into a fresh server, held at a
+  final-lag p95 of 3.35 s and 1.46x the offline WER; with measured times 2 are let in, at
+  2.4-2.7 s. With live windows encoded short (`--encoder-pad 10`, `encoder_context`) a second
+  of silence decodes in 0.10 s and 10 s of speech in 0.40 s greedy, 0.44 s with beam 5 (both
+  workers busy, 2026-12-06): so the prior is 10 s of silence, 0.28-0.31 s there; with
+  Whisper's 30 s (the default) it costs what a second does (0.43-0.57 s against 0.53-0.60 s).
 """
 
 from __future__ import annotations

@@ -82,7 +82,10 @@ def test_four_streams_through_rays_proxy_match_the_single_process(
         assert result.messages[-1]["type"] == "end"
     ray_wer = wer(references, [r.text for r in on_ray])
     single_wer = wer(references, [r.text for r in alone])
-    print(f"WER through Ray {ray_wer:.4f}, one process {single_wer:.4f}")
+    print(f"WER through Ray {ray_wer:.4f}, one process {single_wer:.4f}; by stream:")
+    for name, reference, a, b in zip(LONG, references, on_ray, alone, strict=True):
+        print(f"  {name}: {wer([reference], [a.text]):.4f} / {wer([reference], [b.text]):.4f}")
+        print(f"    Ray: {a.text}")
     assert ray_wer <= NO_WORSE_THAN * single_wer, (ray_wer, single_wer, [r.text for r in on_ray])
 
 

@@ -302,17 +302,22 @@ def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
 def test_a_dropped_connection_resumes_without_losing_or_doubling_finals(server: Server) -> None:
     """The connection is cut mid-stream (the socket closed, no close frame); the client
     reconnects with its session id and the last segment it got, sends again from the offset
-    the server reports, and the finals of both connections make the uninterrupted transcript."""
+    the server reports, and the finals of both connections make the uninterrupted transcript:
+    as close to it as two uninterrupted runs are to each other, give or take 2 % (the
+    recording has 174 words: a lost or doubled sentence is 5 % and more; audio sent faster
+    than real time is decoded in windows that depend on when it arrived, and two
+    uninterrupted runs of this file differed by 0 to 2.2 % on this machine, 2026-12-06)."""
     samples = load_audio(audio_root() / "longform" / "ls_test_other_1688-142285_0000-0009.flac")
-    whole = stream(server.url, samples)
+    whole, again = stream(server.url, samples), stream(server.url, samples)
     got = resumed_stream(server.url, samples)
     (greeting,) = got.greetings
     assert greeting["resumed"] is True and greeting["session_id"] == got.ready["session_id"]
     assert sorted(got.finals) == list(range(len(got.finals))), "no segment missing"
+    noise = wer([whole.text], [again.text])
     distance = wer([whole.text], [got.text])
-    print(f"resumed at {greeting['audio_offset']:.2f} s: WER {distance:.4f} "
-          "against the uninterrupted run")  # fmt: skip
-    assert distance <= 0.02, (whole.text, got.text)
+    print(f"resumed at {greeting['audio_offset']:.2f} s: WER {distance:.4f} against the "
+          f"uninterrupted run, which was {noise:.4f} from another")  # fmt: skip
+    assert distance <= noise + 0.02, (whole.text, got.text)
 
 
 def test_resuming_an_unknown_session_starts_a_new_one(server: Server) -> None:

@@ -8,7 +8,9 @@ can be read against what the machine could do at best:
   concurrently;
 * whole decodes (``WhisperModel.transcribe`` on one window) by window length: beam search with
   temperature fallback and word times (a final decode), greedy without fallback, with and
-  without word times (partial decodes);
+  without word times (partial decodes); the first two also as the server decodes a live
+  window with ``--encoder-pad 10``: its encoder on the window and 10 s of padding
+  (``_short``, `encoder_context`);
 * the log-mel features.
 
 From these, the machine's **encoder-bound capacity** ``B``: encoder passes per second with the
@@ -23,6 +25,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -30,11 +33,19 @@ import numpy as np
 from whisperwire.engine import FALLBACK_TEMPERATURES
 
 SAMPLE_RATE = 16000
+SHORT_PAD_S = 10.0  # the `_short` decodes: the window and this much padding (--encoder-pad)
 WINDOWS_S = (2.0, 10.0, 25.0)
 DECODES = {
     "beam5_fallback_words": {"beam_size": 5, "temperature": FALLBACK_TEMPERATURES, "words": True},
     "greedy_words": {"beam_size": 1, "temperature": 0.0, "words": True},
     "greedy": {"beam_size": 1, "temperature": 0.0, "words": False},
+    "beam5_fallback_words_short": {
+        "beam_size": 5,
+        "temperature": FALLBACK_TEMPERATURES,
+        "words": True,
+        "short": True,
+    },
+    "greedy_words_short": {"beam_size": 1, "temperature": 0.0, "words": True, "short": True},
 }
 
 
@@ -85,6 +96,8 @@ def measure_costs(
     """The cost model on `audio` (at least 25 s of speech at 16 kHz); see the module doc."""
     from faster_whisper import WhisperModel
 
+    from whisperwire.encoder_context import ShortContextWhisper
+
     cores = os.cpu_count() or 1
     thread_counts = sorted({1, cores})
     results: dict[str, Any] = {"cores": cores, "compute_type": compute_type, "repeats": repeats}
@@ -126,7 +139,10 @@ def measure_costs(
     results["best_layout"] = f"{best['workers']}x{best['threads']}"
     results["B"] = round(best["windows_per_s"] * 1.0, 2)
 
-    model = WhisperModel(model_path, device="cpu", compute_type=compute_type, cpu_threads=cores)
+    model = ShortContextWhisper(
+        model_path, device="cpu", compute_type=compute_type, cpu_threads=cores
+    )
+    model.pad_s = SHORT_PAD_S
     results["logmel_s"] = round(
         _median_time(lambda: model.feature_extractor(audio[: 30 * SAMPLE_RATE]), repeats), 4
     )
@@ -136,16 +152,17 @@ def measure_costs(
             clip = audio[: int(window * SAMPLE_RATE)]
 
             def decode(clip: np.ndarray = clip, options: dict[str, Any] = options) -> None:
-                segments, _ = model.transcribe(
-                    clip,
-                    language="en",
-                    beam_size=options["beam_size"],
-                    temperature=options["temperature"],
-                    word_timestamps=options["words"],
-                    condition_on_previous_text=False,
-                    vad_filter=False,
-                )
-                list(segments)
+                with model.short_context() if options.get("short") else nullcontext():
+                    segments, _ = model.transcribe(
+                        clip,
+                        language="en",
+                        beam_size=options["beam_size"],
+                        temperature=options["temperature"],
+                        word_timestamps=options["words"],
+                        condition_on_previous_text=False,
+                        vad_filter=False,
+                    )
+                    list(segments)
 
             decodes[f"{name}_{window:g}s"] = {
                 "decode": name,

@@ -20,7 +20,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,13 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="write the results (with transcripts) here, JSON"
     )
+    parser.add_argument(
+        "--cost-scale",
+        type=float,
+        default=1.0,
+        help="decodes take this times the fitted cost model's virtual seconds (a faster "
+        "machine or decode: below 1; default 1)",
+    )
     add_cache_argument(parser)
 
 
@@ -245,7 +252,8 @@ def run_replay(args: argparse.Namespace) -> int:
     for clip in clips:
         offline.get(clip)
     offline.release()
-    cost = DecodeCost()
+    base, k = DecodeCost(), args.cost_scale
+    cost = DecodeCost(*(k * value for value in astuple(base)))
     results: dict[str, Any] = {"recordings": [c.name for c in clips], "variants": {}}
     for v in variants:
         started = time.perf_counter()
