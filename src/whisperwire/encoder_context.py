@@ -57,10 +57,10 @@ class ShortContextWhisper(WhisperModel):  # type: ignore[misc]
     decodes run inside `short_context()` on their thread (their encodes and language
     detection); elsewhere Whisper's 30 s, as offline faster-whisper runs (whole clips)."""
 
-    pad_s: float = 30.0  # Whisper's own: the encoder always sees 30 s
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pad_s: float = 30.0, **kwargs: Any) -> None:
+        """`pad_s`: 30 is Whisper's own (the encoder always sees 30 s)."""
         super().__init__(*args, **kwargs)
+        self.pad_s = pad_s
         self._short = threading.local()
 
     @contextmanager

@@ -142,8 +142,6 @@ class Engine:
     weights: `workers` scheduler threads may call `decode` and advance clips at once."""
 
     def __init__(self, source: ModelSource, options: EngineOptions) -> None:
-        from faster_whisper import WhisperModel
-
         from whisperwire.encoder_context import ShortContextWhisper
 
         self.source = source
@@ -177,7 +175,7 @@ class Engine:
         )
         self._lane = threading.local()  # .solo: this thread decodes on the solo decoder
 
-        def load(threads: int, workers: int) -> WhisperModel:
+        def load(threads: int, workers: int) -> ShortContextWhisper:
             try:
                 model = ShortContextWhisper(
                     location,
@@ -186,10 +184,10 @@ class Engine:
                     cpu_threads=threads,
                     num_workers=workers,
                     local_files_only=source.kind != "hub",
+                    pad_s=options.encoder_pad_s,
                 )
             except Exception as exc:  # noqa: BLE001 - ctranslate2: RuntimeError/ValueError
                 raise ModelError(f"cannot load model {source.location}: {exc}") from exc
-            model.pad_s = options.encoder_pad_s
             return model
 
         self._workers_model = load(threads, self.workers)
@@ -316,6 +314,8 @@ class Engine:
         clip boundary at each seam. Whisper's no-speech check is applied per window, as the
         single decode does; word times come back relative to each window. A window whose one
         pass stopped before its end is decoded alone: the single decode goes on from there."""
+        from faster_whisper import BatchedInferencePipeline
+
         group = self.batch_group(requests[0])
         if group is None or any(self.batch_group(r) != group for r in requests):
             raise ValueError("decode_batch() takes partial requests of one batch group")
@@ -326,47 +326,34 @@ class Engine:
             bounds.append((position / SAMPLE_RATE, (position + len(request.audio)) / SAMPLE_RATE))
             position += len(request.audio)
         model = _PassRecorder(self.model)
-        with self.model.short_context():
-            return self._decode_batch(model, requests, language, task, prompt, bounds)
-
-    def _decode_batch(
-        self,
-        model: _PassRecorder,
-        requests: list[DecodeRequest],
-        language: str,
-        task: str,
-        prompt: str,
-        bounds: list[tuple[float, float]],
-    ) -> list[Hypothesis]:
-        from faster_whisper import BatchedInferencePipeline
-
-        segments, _ = BatchedInferencePipeline(model).transcribe(
-            np.concatenate([r.audio for r in requests]),
-            language=language,
-            task=task,
-            initial_prompt=prompt or None,
-            beam_size=1,
-            temperature=0.0,
-            word_timestamps=True,
-            without_timestamps=False,
-            clip_timestamps=[{"start": start, "end": end} for start, end in bounds],
-            batch_size=len(requests),
-        )
-        words: list[list[Word]] = [[] for _ in requests]
-        starts = [start for start, _ in bounds]
-        for index, segment in enumerate(segments):
-            if segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
-                continue  # what the single decode skips as silence
-            which = max(0, bisect.bisect_right(starts, segment.start + 0.001) - 1)
-            at = starts[which]  # word times are placed to the 10 ms frame: never before 0
-            words[which].extend(
-                Word(w.word, max(0.0, w.start - at), max(0.0, w.end - at), w.probability, index)
-                for w in segment.words or []
+        with self.model.short_context():  # the segments are made as they are read
+            segments, _ = BatchedInferencePipeline(model).transcribe(
+                np.concatenate([r.audio for r in requests]),
+                language=language,
+                task=task,
+                initial_prompt=prompt or None,
+                beam_size=1,
+                temperature=0.0,
+                word_timestamps=True,
+                without_timestamps=False,
+                clip_timestamps=[{"start": start, "end": end} for start, end in bounds],
+                batch_size=len(requests),
             )
-        for start in model.unfinished:  # the passes a single decode would have gone on from
-            which = max(0, bisect.bisect_right(starts, start + 0.001) - 1)
-            words[which] = self.decode(requests[which]).words
-        return [Hypothesis(w, language) for w in words]
+            words: list[list[Word]] = [[] for _ in requests]
+            starts = [start for start, _ in bounds]
+            for index, segment in enumerate(segments):
+                if segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
+                    continue  # what the single decode skips as silence
+                which = max(0, bisect.bisect_right(starts, segment.start + 0.001) - 1)
+                at = starts[which]  # word times are placed to the 10 ms frame: never before 0
+                words[which].extend(
+                    Word(w.word, max(0.0, w.start - at), max(0.0, w.end - at), w.probability, index)
+                    for w in segment.words or []
+                )
+            for start in model.unfinished:  # the passes a single decode would have gone on from
+                which = max(0, bisect.bisect_right(starts, start + 0.001) - 1)
+                words[which] = self.decode(requests[which]).words
+            return [Hypothesis(w, language) for w in words]
 
     def decode_window(
         self,

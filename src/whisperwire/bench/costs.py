@@ -140,9 +140,8 @@ def measure_costs(
     results["B"] = round(best["windows_per_s"] * 1.0, 2)
 
     model = ShortContextWhisper(
-        model_path, device="cpu", compute_type=compute_type, cpu_threads=cores
+        model_path, device="cpu", compute_type=compute_type, cpu_threads=cores, pad_s=SHORT_PAD_S
     )
-    model.pad_s = SHORT_PAD_S
     results["logmel_s"] = round(
         _median_time(lambda: model.feature_extractor(audio[: 30 * SAMPLE_RATE]), repeats), 4
     )
