@@ -126,8 +126,8 @@ class ModelOptions(Group):
     encoder_pad: float = option(30.0, "--encoder-pad", between=(1.0, 30.0), metavar="S")
     """seconds of padding Whisper's encoder sees after a live window's audio: it encodes the
     window and this much, not always 30 s (tiny.en, 10: a 10 s window encodes in a third of the
-    time, a stream costs two fifths less CPU, but Whisper invents text in pauses more often);
-    30 (the default): always 30 s, as Whisper does"""
+    time, a stream costs two fifths less CPU, but streamed WER is a point higher and Whisper
+    invents text in pauses more often); 30 (the default): always 30 s, as Whisper does"""
     stream_decodes: int = option(2, "--stream-decodes", between=(1, 8))
     """partial decodes one live stream may have running at once while workers outnumber the
     streams and clips (its updates come that many times as often); 1: one at a time"""

@@ -99,3 +99,6 @@ def test_variants_are_given_as_serve_flags() -> None:
     assert v.engine["beam_size"] == 3 and v.language == "auto"
     assert _variant("plain", ["--trim-context", "0"]).policy.trim_context_s == 0.0
     assert _variant("de", ["--language", "de"]).language == "de"
+    # the engine flags reach the replayed engine: the encoder's padding too
+    assert _variant("short", ["--encoder-pad", "10"]).engine["encoder_pad_s"] == 10.0
+    assert v.engine["encoder_pad_s"] == 30.0

@@ -182,6 +182,7 @@ def _variant(name: str, flags: Sequence[str]) -> _Variant:
         "beam_size": settings.beam_size,
         "partial_beam_size": settings.partial_beam_size,
         "no_fallback": settings.no_fallback,
+        "encoder_pad_s": settings.encoder_pad,
     }
     model = settings.checkpoint or settings.model
     return _Variant(name, tuple(flags), settings.policy, settings.language, model, engine)
