@@ -71,6 +71,7 @@ from whisperwire.words import (
     full_window_cut,
     join_words,
     seam,
+    surer_of,
     without_loop,
     without_squeezed_tail,
 )
@@ -279,7 +280,8 @@ class Policy:
             self._tail, self._thorough = new, True
             self._emit_partial(window_end)
         elif request.kind == "final":
-            self._words.commit(without_squeezed_tail(new), window_end)
+            new = surer_of(without_squeezed_tail(new), self._tail, self.config.min_probability)
+            self._words.commit(new, window_end)
             ended_by, made = self._region_end_kind(), self._segment_id
             self._finalize(len(self._words.held), ended_by)
             marked = self._segment_id > made  # a final carries the mark

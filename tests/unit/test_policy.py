@@ -20,7 +20,14 @@ from whisperwire.policy import (
     PolicyConfig,
     SpeechEnded,
 )
-from whisperwire.words import Hypothesis, Word, seam, without_loop, without_squeezed_tail
+from whisperwire.words import (
+    Hypothesis,
+    Word,
+    seam,
+    surer_of,
+    without_loop,
+    without_squeezed_tail,
+)
 
 
 def run(
@@ -474,6 +481,50 @@ def test_a_squeezed_tail_is_made_up_only_when_unsure_and_more_than_a_word() -> N
     assert without_squeezed_tail(spoken + one) == spoken + one
     assert without_squeezed_tail(unsure) == []
     assert without_squeezed_tail([]) == []
+
+
+def test_a_regions_last_decode_does_not_replace_a_surer_word_with_an_unsure_one() -> None:
+    """The partials heard "steel" (0.56); the region's last decode, which commits all it says,
+    has "Thank (0.26) you. (0.98)" over the same audio: the final says "steel"."""
+
+    class Ending(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            hypothesis = super().__call__(request)
+            words = list(hypothesis.words)
+            if words and words[-1].text == " steel":
+                last = words.pop()
+                if request.kind == "final":
+                    middle = (last.start + last.end) / 2
+                    words += [
+                        Word(" Thank", last.start, middle, 0.26),
+                        Word(" you.", middle, last.end, 0.98),
+                    ]
+                else:
+                    words.append(replace(last, probability=0.56))
+            return Hypothesis(words, hypothesis.language)
+
+    words = ["has", "got", "a", "little", "too", "much", "of", "steel"]
+    policy, fake = Policy(), Ending(script(words, 1.0), unstable_tail=False)
+    events = run(policy, fake, 7.0, [(1.0, 4.4)])
+    assert finals_text(events).split() == words
+
+
+def test_the_surer_of_two_readings_of_the_same_audio_is_kept() -> None:
+    earlier = [Word(" of", 0.0, 0.3, 0.9), Word(" steel.", 0.3, 0.6, 0.56)]
+    unsure = [
+        Word(" of", 0.0, 0.3, 0.98),
+        Word(" Thank", 0.3, 0.35, 0.26),
+        Word(" you.", 0.35, 0.5, 0.98),
+    ]
+    after = [Word(" and", 0.8, 1.0, 0.9)]
+    assert surer_of(unsure + after, earlier, 0.3) == unsure[:1] + earlier[1:] + after
+    sure = [Word(" of", 0.0, 0.3, 0.98), Word(" steam.", 0.3, 0.6, 0.4)]
+    assert surer_of(sure, earlier, 0.3) == sure  # no word of the last decode under 0.3
+    doubtful = [earlier[0], replace(earlier[1], probability=0.2)]
+    assert surer_of(unsure, doubtful, 0.3) == unsure  # the earlier had one under 0.3 too
+    assert surer_of(unsure, [], 0.3) == unsure
+    assert surer_of(earlier, earlier, 0.3) == earlier
+    assert surer_of(earlier[:1], earlier, 0.3) == earlier[:1]  # nothing of its own to compare
 
 
 def test_a_phrase_said_a_few_times_is_speech_not_a_loop() -> None:
