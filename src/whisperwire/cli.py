@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 from whisperwire import __version__
+from whisperwire.allocator import limit_arenas
 from whisperwire.settings import (
     GROUPS,
     Settings,
@@ -266,6 +267,8 @@ def load_engine(settings: Settings, source_model: ModelSource) -> Engine:
 
 
 def run_serve(settings: Settings) -> int:
+    if not settings.ray:  # before the imports below start threads (numpy's, for one)
+        limit_arenas(settings.malloc_arenas)
     from whisperwire.metrics import Metrics
     from whisperwire.server import serve
 
