@@ -73,6 +73,7 @@ from whisperwire.words import (
     seam,
     surer_of,
     without_loop,
+    without_merged_head,
     without_squeezed_tail,
 )
 
@@ -404,7 +405,8 @@ class Policy:
         )
         if hypothesis.forced:
             return words
-        return words[seam(words, self._words.committed_end, self._words.recent) :]
+        recent = self._words.recent
+        return without_merged_head(words[seam(words, self._words.committed_end, recent) :], recent)
 
     def _stalled(self, avail_end: int) -> bool:
         """Has an unsure word held the open words back for `stall_s` (one-pass)?"""

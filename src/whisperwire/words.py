@@ -91,6 +91,33 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     return best
 
 
+MERGED_MIN_CHARS = 3  # a committed word this long or longer may be found merged
+
+
+def without_merged_head(words: list[Word], recent: list[Word]) -> list[Word]:
+    """New words (after the seam) whose first repeats the last committed word merged with
+    what follows it: only what follows. Committed "hard" (20.02-20.28 s), a later window
+    decoded "hardworking" from 20.04 s, which lies mostly after the committed end and was
+    kept whole: "hard hardworking" (test-other 3331-159605-0008; "box boxcar" in
+    533-1066-0001 alike). The merged word starts within the first half of the committed
+    one; a new word that merely begins like it ("in introducing") starts after it. A short
+    committed word is left alone: "by a Allah" (2033-164914-0004), where "a" was Allah's first
+    sound committed as a word, became "a llah"."""
+    if not words or not recent:
+        return words
+    first, last = words[0], recent[-1]
+    if first.start >= (last.start + last.end) / 2:
+        return words
+    said, done = first.text.strip(), last.text.strip().rstrip(PHRASE_MARKS)
+    if len(norm(done)) < MERGED_MIN_CHARS or not said.lower().startswith(done.lower()):
+        return words
+    rest = said[len(done) :].lstrip("-")
+    if not rest[:1].isalnum():
+        return words
+    head = Word(" " + rest, max(first.start, last.end), first.end, first.probability, first.segment)
+    return [head, *words[1:]]
+
+
 def _beyond(word: Word, committed_end: float) -> bool:
     """Does `word` lie beyond the committed end: it starts there (to a tenth), or most of it
     lies after it? A hypothesis may merge a committed word into the next one, placed from the
@@ -192,18 +219,25 @@ LOOP_MAX_WORDS = 4  # the longest phrase looked for
 
 
 def without_loop(words: list[Word]) -> list[Word]:
-    """`words` without the loop Whisper can fall into at the end of a window: a phrase of up
-    to `LOOP_MAX_WORDS` words repeated `LOOP_REPEATS` times or more up to the last word is kept
-    once ("o que é" about a hundred times, piled up at the end of a 1 s window). Shorter runs
-    ("tear down the fence, tear down the fence") are speech and stay."""
+    """`words` without the loops Whisper can fall into: a phrase of up to `LOOP_MAX_WORDS`
+    words repeated `LOOP_REPEATS` times or more in a row is kept once ("o que é" about a
+    hundred times, piled up at the end of a 1 s window; "yolks of four eggs, 1 1 1 ... 1 one
+    wine glass" eighteen times in the middle of a live window of the long-form file, where
+    the partial decodes run without the temperature fallback). Shorter runs ("tear down the
+    fence, tear down the fence") are speech and stay."""
     said = [norm(w.text) for w in words]
-    for n in range(1, LOOP_MAX_WORDS + 1):
-        phrase = said[len(said) - n :]
-        if len(phrase) < n:
-            break
-        repeats, at = 1, len(said) - n
-        while at >= n and said[at - n : at] == phrase:
-            repeats, at = repeats + 1, at - n
-        if repeats >= LOOP_REPEATS:
-            return words[: at + n]
-    return words
+    kept: list[Word] = []
+    i = 0
+    while i < len(words):
+        for n in range(1, LOOP_MAX_WORDS + 1):
+            phrase, repeats = said[i : i + n], 1
+            while len(phrase) == n and said[i + repeats * n : i + (repeats + 1) * n] == phrase:
+                repeats += 1
+            if repeats >= LOOP_REPEATS:
+                kept += words[i : i + n]
+                i += repeats * n
+                break
+        else:
+            kept.append(words[i])
+            i += 1
+    return kept

@@ -26,6 +26,7 @@ from whisperwire.words import (
     seam,
     surer_of,
     without_loop,
+    without_merged_head,
     without_squeezed_tail,
 )
 
@@ -436,6 +437,54 @@ def test_a_word_decoded_again_over_a_committed_one_is_kept() -> None:
     assert seam(repeated, 3.40, recent) == 2
 
 
+def test_a_committed_word_merged_into_the_next_is_not_said_twice() -> None:
+    """Committed "hard" (of "hard -working"), a later window says "hardworking" from where
+    "hard" began: what follows "hard" is new, "hard" is not repeated."""
+    recent = [Word(" her", 19.40, 19.66), Word(" hard", 20.02, 20.28, 0.39)]
+    merged = [Word(" hardworking", 20.04, 20.56, 0.48), Word(" days.", 20.56, 20.92)]
+    new = without_merged_head(merged[seam(merged, 20.28, recent) :], recent)
+    assert [w.text for w in new] == [" working", " days."]
+    assert new[0].start == 20.28 and new[0].end == 20.56
+    hyphen = [Word(" Hard-working", 20.04, 20.56), *merged[1:]]
+    assert [w.text for w in without_merged_head(hyphen, recent)] == [" working", " days."]
+    # a new word that begins like the committed one, after it, is a word of its own
+    recent = [Word(" in", 3.0, 3.12)]
+    after = [Word(" introducing", 3.10, 3.70)]
+    assert without_merged_head(after, recent) == after
+    assert without_merged_head(merged, []) == merged
+    short = [Word(" by", 0.5, 0.74), Word(" a", 0.744, 0.944, 0.35)]  # Allah's first sound
+    allah = [Word(" Allah", 0.744, 1.184, 0.42)]
+    assert without_merged_head(allah, short) == allah
+    assert without_merged_head([Word(" hard", 20.04, 20.3)], [recent[0]]) == [
+        Word(" hard", 20.04, 20.3)
+    ]
+
+
+def test_a_policy_does_not_repeat_a_committed_word_a_later_window_merged() -> None:
+    """The partials split "hard working" into "hard" and an unsure "-working" and commit
+    "hard"; the region's last decode says "hardworking" over both: the finals say "hard
+    working", not "hard hardworking"."""
+
+    class Merging(FakeWhisper):
+        def __call__(self, request: DecodeRequest) -> Hypothesis:
+            hypothesis = super().__call__(request)
+            words = list(hypothesis.words)
+            texts = [w.text for w in words]
+            if request.kind == "final" and " hard" in texts and " working" in texts:
+                i = texts.index(" hard")
+                hard, working = words[i], words[i + 1]
+                words[i : i + 2] = [Word(" hardworking", hard.start + 0.02, working.end)]
+            elif " working" in texts:
+                i = texts.index(" working")
+                words[i] = replace(words[i], text="-working", probability=0.2)  # it waits
+            return Hypothesis(words, hypothesis.language)
+
+    words = ["into", "her", "dull", "hard", "working", "days"]
+    policy, fake = Policy(), Merging(script(words, 1.0), unstable_tail=False)
+    events = run(policy, fake, 6.0, [(1.0, 3.4)])
+    assert finals_text(events).replace("-", " ").split() == words
+
+
 def test_a_loop_at_the_end_of_a_window_is_said_once() -> None:
     """Whisper can loop at a window's end ("o que é" about a hundred times, piled up at its
     last instant, fleurs-pt-005): the final says the phrase once and keeps the words before."""
@@ -538,6 +587,12 @@ def test_a_phrase_said_a_few_times_is_speech_not_a_loop() -> None:
     looped = said("then " + "thank you " * 6)
     assert [w.text for w in without_loop(looped)] == [" then", " thank", " you"]
     assert without_loop([]) == []
+    inside = said("yolks of four eggs, " + "1 " * 18 + "one wine glass of sherry")
+    assert " ".join(w.text.strip() for w in without_loop(inside)) == (
+        "yolks of four eggs, 1 one wine glass of sherry"
+    )
+    two = said("a " + "b c " * 5 + "d " + "e " * 7)
+    assert [w.text.strip() for w in without_loop(two)] == ["a", "b", "c", "d", "e"]
 
 
 # --------------------------------------------------------------------------- one-pass commit
