@@ -26,6 +26,7 @@ from ray.serve import Application, Deployment
 from ray.serve.config import RequestRouterConfig
 from ray.serve.handle import DeploymentHandle
 
+from whisperwire.allocator import limit_arenas
 from whisperwire.metrics import Metrics
 from whisperwire.ray_proxy import CALLBACK
 from whisperwire.ray_router import STATS_PERIOD_S
@@ -80,6 +81,8 @@ class Whisperwire:
         whose replicas' workers this replica counts `share` as its own; `board`: the
         deployment that gathers every replica's metrics (`ray_metrics`)."""
         self.settings = load_settings(**settings)
+        # Ray's worker runs already: its threads keep their arenas; the server's share these
+        limit_arenas(self.settings.malloc_arenas)
         self.model = model
         self.share = share
         self.board = board

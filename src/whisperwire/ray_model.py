@@ -25,6 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from whisperwire import vad
+from whisperwire.allocator import limit_arenas
 from whisperwire.policy_events import DecodeRequest
 from whisperwire.scheduler import Scheduler, running_key
 from whisperwire.services import batchable
@@ -45,6 +46,7 @@ class WhisperModel:
         from whisperwire.cli import checked_model, load_engine
 
         self.settings = load_settings(**settings)
+        limit_arenas(self.settings.malloc_arenas)  # for the threads started from here on
         engine = self.engine = load_engine(self.settings, checked_model(self.settings))
         self.scheduler = Scheduler(
             workers=engine.workers,
