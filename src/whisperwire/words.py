@@ -214,7 +214,7 @@ def surer_of(last: list[Word], earlier: list[Word], min_probability: float) -> l
     return last[:n] + theirs + ours[len(covered) :]
 
 
-LOOP_REPEATS = 5  # a phrase said this many times in a row at a hypothesis's end is a loop
+LOOP_REPEATS = 5  # a phrase said this many times in a row is a loop
 LOOP_MAX_WORDS = 4  # the longest phrase looked for
 
 
