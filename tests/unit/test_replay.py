@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scripted import FakeWhisper, script, vad_probs
 
-from whisperwire.bench.replay import DecodeCost, _variant, replay
+from whisperwire.bench.replay import DecodeCost, Jittered, _variant, replay
 from whisperwire.endpointing import VAD_CHUNK
 from whisperwire.policy import Policy
 from whisperwire.policy_events import DecodeRequest
@@ -102,3 +102,38 @@ def test_variants_are_given_as_serve_flags() -> None:
     # the engine flags reach the replayed engine: the encoder's padding too
     assert _variant("short", ["--encoder-pad", "10"]).engine["encoder_pad_s"] == 10.0
     assert v.engine["encoder_pad_s"] == 30.0
+
+
+def test_a_jittered_cost_varies_within_its_bound_and_repeats_with_its_seed() -> None:
+    request = DecodeRequest(
+        0, np.zeros(16000 * 10, np.float32), 0.0, "", "en", "transcribe", "partial"
+    )
+    base = DecodeCost()(request)
+
+    def draws(seed: int) -> list[float]:
+        cost = Jittered(DecodeCost(), 0.3, np.random.default_rng((seed, 0)))
+        return [cost(request) for _ in range(200)]
+
+    one = draws(1)
+    assert all(0.7 * base - 1e-9 <= c <= 1.3 * base + 1e-9 for c in one)
+    assert min(one) < 0.8 * base and max(one) > 1.2 * base  # it does vary, both ways
+    assert draws(1) == one
+    assert draws(2) != one
+
+
+def test_replays_with_jittered_decode_times_differ_in_timing_and_repeat_by_seed() -> None:
+    """A live run's decodes take more or less time from one to the next: a jittered replay
+    moves when answers arrive, and the same seed moves them the same way."""
+
+    def run(seed: int):
+        duration = 0.5 + 0.4 * len(WORDS) + 2.0
+        probs = vad_probs(duration, [(0.5, 0.5 + 0.4 * len(WORDS))])
+        audio = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
+        cost = Jittered(lambda _: 0.6, 0.5, np.random.default_rng(seed))
+        fake = FakeWhisper(script(WORDS, 0.5), unstable_tail=False)
+        return replay(Policy(), audio, probs, fake, cost)
+
+    one, again, other = run(1), run(1), run(2)
+    assert one.messages == again.messages
+    assert [t for t, _ in one.messages] != [t for t, _ in other.messages]
+    assert one.text.lower().replace(".", "").split() == WORDS

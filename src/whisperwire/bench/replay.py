@@ -56,6 +56,20 @@ class DecodeCost:
 
 
 @dataclass
+class Jittered:
+    """A cost model whose decodes each take a random share more or less (uniform within
+    `jitter` of it), as a live machine's do: a live run's words depend on when each decode
+    started, and a seeded jitter gives that variation reproducibly (one seed, one run)."""
+
+    cost: Callable[[DecodeRequest], float]
+    jitter: float
+    rng: np.random.Generator
+
+    def __call__(self, request: DecodeRequest) -> float:
+        return self.cost(request) * (1.0 + self.jitter * self.rng.uniform(-1.0, 1.0))
+
+
+@dataclass
 class Replayed:
     """What a client would have received, on the virtual clock."""
 
@@ -160,6 +174,16 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         help="decodes take this times the fitted cost model's virtual seconds (a faster "
         "machine or decode: below 1; default 1)",
     )
+    parser.add_argument(
+        "--cost-jitter",
+        type=float,
+        default=0.0,
+        help="each decode takes up to this share more or less than the cost model says, at "
+        "random (0.3: 0.7-1.3x), as on a live machine; reproducible by --seed (default 0)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the jitter's seed: one seed, one live-like run"
+    )
     add_cache_argument(parser)
 
 
@@ -255,7 +279,12 @@ def run_replay(args: argparse.Namespace) -> int:
     offline.release()
     base, k = DecodeCost(), args.cost_scale
     cost = DecodeCost(*(k * value for value in astuple(base)))
-    results: dict[str, Any] = {"recordings": [c.name for c in clips], "variants": {}}
+    results: dict[str, Any] = {
+        "recordings": [c.name for c in clips],
+        "cost_jitter": args.cost_jitter,
+        "seed": args.seed,
+        "variants": {},
+    }
     for v in variants:
         started = time.perf_counter()
         engine = Engine(resolve_model(v.model), EngineOptions(threads=1, workers=1, **v.engine))
@@ -264,8 +293,8 @@ def run_replay(args: argparse.Namespace) -> int:
         language = language if engine.multilingual else "en"
         costs = partial(cost, greedy_partials=v.engine["partial_beam_size"] == 1)
         runs = [
-            replay(Policy(v.policy, language), a, p, engine.decode, costs)
-            for a, p in zip(audio, probs, strict=True)
+            replay(Policy(v.policy, language), a, p, engine.decode, _jittered(costs, args, i))
+            for i, (a, p) in enumerate(zip(audio, probs, strict=True))
         ]
         figures = _figures(clips, durations, runs, offline, cost)
         figures["flags"] = list(v.flags)
@@ -277,6 +306,16 @@ def run_replay(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0
+
+
+def _jittered(
+    cost: Callable[[DecodeRequest], float], args: argparse.Namespace, recording: int
+) -> Callable[[DecodeRequest], float]:
+    """The cost model of one recording: jittered by its own generator (the same draws for
+    every variant, whatever the other recordings asked for), or as it is."""
+    if args.cost_jitter <= 0:
+        return cost
+    return Jittered(cost, args.cost_jitter, np.random.default_rng((args.seed, recording)))
 
 
 def _line(name: str, f: dict[str, Any]) -> str:
