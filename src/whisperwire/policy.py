@@ -69,6 +69,7 @@ from whisperwire.words import (
     confident_prefix,
     ending_by,
     full_window_cut,
+    heard_prefix,
     join_words,
     seam,
     surer_of,
@@ -296,7 +297,7 @@ class Policy:
         else:
             if request.kind == "commit":
                 self._thorough = False
-                agreed = ending_by(new, window_end - self.config.guard_s)
+                agreed = min(ending_by(new, window_end - self.config.guard_s), heard_prefix(new))
             elif self.config.commit == "one-pass":
                 cfg = self.config
                 agreed = confident_prefix(

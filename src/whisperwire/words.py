@@ -63,6 +63,12 @@ def common_prefix(a: list[Word], b: list[Word]) -> int:
 
 
 SEAM_SHIFT = 2  # words the time-placed cut between committed and new words may move
+# A word the cut moves back over (so it becomes new) must end no earlier than this before the
+# committed end: "with the picture with[13.42-14.14]" committed (the last word misheard), a
+# later decode "the[12.92-13.04] picture,[13.04-13.44] which[14.06-14.14]" matched its
+# "accord with" to the committed "with" and said "the picture" again (test-other
+# 2609-156975-0004 on a jittered replay).
+SEAM_BACK_S = 0.5
 
 
 def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
@@ -74,7 +80,8 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     word times differ between decodes by a few tenths, which would otherwise repeat a
     committed word ("Mr. Hale, Hale") or lose a new one. A repetition the hypothesis itself
     contains ("tear down the fence, tear down the fence") survives, because the cut that
-    matches the committed words lies before it.
+    matches the committed words lies before it. A move back over a word that ended well
+    before the committed ones did (`SEAM_BACK_S`) is no drift: it is never made.
     """
     cut = next((i for i, w in enumerate(words) if _beyond(w, committed_end)), len(words))
     if not recent:
@@ -83,6 +90,8 @@ def seam(words: list[Word], committed_end: float, recent: list[Word]) -> int:
     said = [norm(w.text) for w in words]
     best, best_score = cut, suffix_match(done, said[:cut])
     for k in range(max(0, cut - SEAM_SHIFT), min(len(words), cut + SEAM_SHIFT) + 1):
+        if k < cut and words[k].end < committed_end - SEAM_BACK_S:
+            continue  # it ended before the committed words did: not new, whatever it says
         if k > cut and words[k - 1].start > committed_end + 0.3:
             break  # beyond the seam: a new word, whatever it says
         score = suffix_match(done, said[:k])
@@ -190,6 +199,23 @@ def without_squeezed_tail(words: list[Word]) -> list[Word]:
     if sum(w.probability for w in tail) / len(tail) >= SQUEEZED_MAX_PROBABILITY:
         return words
     return words[:at]
+
+
+UNHEARD_PROBABILITY = 0.15  # under this, with no time of its own, a word was not heard
+
+
+def heard_prefix(words: list[Word]) -> int:
+    """How many leading words come before the first one Whisper made up: given under
+    `UNHEARD_PROBABILITY` and squeezed into no time by the alignment (the two marks of
+    faster-whisper's word anomaly score, `hallucination_silence_threshold`, at their
+    strongest). A stalled window of test-other 2609-156975-0004, decoded thoroughly, went on
+    after "contemporary Egyptian" with "Thank[0.08, 15.51-15.51 s] you for watching." over
+    the speaker's "inscriptions"; the stall commits what such a decode gives up to its
+    guard, so it stops before such a word (what follows waits for a later decode)."""
+    for i, word in enumerate(words):
+        if word.probability < UNHEARD_PROBABILITY and word.end - word.start <= SQUEEZED_S:
+            return i
+    return len(words)
 
 
 def surer_of(last: list[Word], earlier: list[Word], min_probability: float) -> list[Word]:

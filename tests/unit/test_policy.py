@@ -23,6 +23,7 @@ from whisperwire.policy import (
 from whisperwire.words import (
     Hypothesis,
     Word,
+    heard_prefix,
     seam,
     surer_of,
     without_loop,
@@ -766,6 +767,38 @@ def test_a_stalled_unsure_word_is_settled_by_a_thorough_decode(stall_s: float) -
     assert finals_text(events + drain(policy, fake)) == " ".join(words)
 
 
+class MakingUpWhenThorough(UnsureWord):
+    """A stalled window decoded thoroughly goes on after the unsure word with words it made
+    up: the first given almost no probability and no time ("Thank[0.08, 15.51-15.51 s] you
+    for watching." over the speaker's "inscriptions")."""
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        hypothesis = super().__call__(request)
+        if request.kind != "commit":
+            return hypothesis
+        words = list(hypothesis.words)
+        at = next(i for i, w in enumerate(words) if w.text.strip() == self.unsure) + 1
+        end = words[at - 1].end
+        made_up = [Word(" Thank", end, end, 0.08), Word(" you.", end, end + 0.2, 0.97)]
+        return Hypothesis(words[:at] + made_up + words[at:], "en")
+
+
+def test_a_stalled_window_commits_nothing_from_a_word_whisper_did_not_hear() -> None:
+    words = [f"w{i}" for i in range(30)]
+    fake = MakingUpWhenThorough(script(words, 0.5, per_word=0.35), unsure="w5")
+    policy = one_pass(stall_s=1.0)
+    events = run(policy, fake, 11.5, [(0.5, 13.0)], finish=False)
+    assert "commit" in fake.kinds
+    said = finals_text(events).split()
+    assert said == words[: len(said)] and len(said) >= 6  # through the unsure word, no more
+    policy.finish()
+    assert finals_text(events + drain(policy, fake)) == " ".join(words)
+    unheard = [Word(" w5", 1.0, 1.4, 0.1), Word(" Thank", 1.4, 1.4, 0.08), Word(" you.", 1.4, 1.6)]
+    assert heard_prefix(unheard) == 1
+    assert heard_prefix([replace(unheard[1], end=1.5)]) == 1  # it has time: heard, if unsure
+    assert heard_prefix([replace(unheard[1], probability=0.5)]) == 1  # no time, but likely
+
+
 def test_backlog_counts_speech_no_decode_has_covered_and_no_silence() -> None:
     words = script(["one", "two", "three", "four", "five", "six"], 3.5, per_word=0.8)
     policy, fake = Policy(), FakeWhisper(words)
@@ -902,3 +935,32 @@ def test_a_pause_shorter_than_the_end_padding_ends_a_region_within_the_audio(
     fake = FakeWhisper(script(words, 1.0))
     events = run(policy, fake, 8.0, [(1.0, 2.6), (2.9, 4.6)], realtime=realtime)
     assert finals_text(events).split() == words
+
+
+def test_a_seam_does_not_move_back_over_words_said_before_the_committed_end() -> None:
+    """Committed "... accord with the picture with" (the last word misheard for "which"), a
+    later decode "accord with the picture, which it": its "with" matches the committed last
+    word, but "the picture," ended 0.7 s before the committed end, so they are not new: the
+    new words start at "which" (2609-156975-0004, jittered replay: "with the picture with the
+    picture")."""
+    recent = [
+        Word(" accord", 12.12, 12.56),
+        Word(" with", 12.56, 12.90),
+        Word(" the", 12.90, 13.04),
+        Word(" picture", 13.04, 13.44),
+        Word(" with", 13.42, 14.14, 0.41),
+    ]
+    again = [
+        Word(" accord", 12.14, 12.58),
+        Word(" with", 12.58, 12.92),
+        Word(" the", 12.92, 13.04),
+        Word(" picture,", 13.04, 13.44),
+        Word(" which", 14.06, 14.14),
+        Word(" it", 14.14, 14.42),
+    ]
+    assert seam(again, 14.14, recent) == 4
+    # drift of a few tenths still moves the cut back over a new word placed early
+    recent = recent[:4]  # committed through "picture" (13.44)
+    drifted = [*again[:2], Word(" the", 12.8, 12.9), Word(" picture", 12.9, 13.2)]
+    drifted.append(Word(" which", 13.2, 13.4))  # placed within the committed time
+    assert seam(drifted, 13.44, recent) == 4
