@@ -179,6 +179,13 @@ def full_window_cut(words: list[Word], window_end: float) -> int:
 
 
 SQUEEZED_S = 0.02  # a word Whisper's alignment gave no more time than this (one frame)
+
+
+def squeezed(word: Word) -> bool:
+    """Did the alignment give `word` no time of its own (`SQUEEZED_S` at most)?"""
+    return word.end - word.start <= SQUEEZED_S
+
+
 SQUEEZED_MIN_WORDS = 2
 SQUEEZED_MAX_PROBABILITY = 0.5
 
@@ -191,7 +198,7 @@ def without_squeezed_tail(words: list[Word]) -> list[Word]:
     encoder sees 10 s of padding than 30 s (encoder_context). A region's last decode
     commits all of its words, so it drops these."""
     at = len(words)
-    while at > 0 and words[at - 1].end - words[at - 1].start <= SQUEEZED_S:
+    while at > 0 and squeezed(words[at - 1]):
         at -= 1
     tail = words[at:]
     if len(tail) < SQUEEZED_MIN_WORDS:
@@ -213,7 +220,7 @@ def heard_prefix(words: list[Word]) -> int:
     the speaker's "inscriptions"; the stall commits what such a decode gives up to its
     guard, so it stops before such a word (what follows waits for a later decode)."""
     for i, word in enumerate(words):
-        if word.probability < UNHEARD_PROBABILITY and word.end - word.start <= SQUEEZED_S:
+        if word.probability < UNHEARD_PROBABILITY and squeezed(word):
             return i
     return len(words)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scripted import FakeWhisper, script, vad_probs
 
@@ -27,8 +29,15 @@ WORDS = [
 ]
 
 
-def _replay(cost_s: float, fake: FakeWhisper, asked: list[tuple[float, float]] | None = None):
-    """Three seconds of silence, the scripted words from 0.5 s, silence after them."""
+def _replay(
+    cost_s: float,
+    fake: FakeWhisper,
+    asked: list[tuple[float, float]] | None = None,
+    jitter: Callable[[Callable[[DecodeRequest], float]], Callable[[DecodeRequest], float]]
+    | None = None,
+):
+    """Three seconds of silence, the scripted words from 0.5 s, silence after them; each
+    decode costs `cost_s` (or what `jitter` makes of that cost model)."""
     duration = 0.5 + 0.4 * len(WORDS) + 2.0
     probs = vad_probs(duration, [(0.5, 0.5 + 0.4 * len(WORDS))])
     audio = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
@@ -38,7 +47,7 @@ def _replay(cost_s: float, fake: FakeWhisper, asked: list[tuple[float, float]] |
             asked.append((request.end, cost_s))
         return cost_s
 
-    return replay(Policy(), audio, probs, fake, cost)
+    return replay(Policy(), audio, probs, fake, cost if jitter is None else jitter(cost))
 
 
 def test_a_replay_gives_every_spoken_word_once_and_never_before_it_was_spoken() -> None:
@@ -126,12 +135,8 @@ def test_replays_with_jittered_decode_times_differ_in_timing_and_repeat_by_seed(
     moves when answers arrive, and the same seed moves them the same way."""
 
     def run(seed: int):
-        duration = 0.5 + 0.4 * len(WORDS) + 2.0
-        probs = vad_probs(duration, [(0.5, 0.5 + 0.4 * len(WORDS))])
-        audio = np.zeros(len(probs) * VAD_CHUNK, dtype=np.float32)
-        cost = Jittered(lambda _: 0.6, 0.5, np.random.default_rng(seed))
         fake = FakeWhisper(script(WORDS, 0.5), unstable_tail=False)
-        return replay(Policy(), audio, probs, fake, cost)
+        return _replay(0.6, fake, jitter=lambda c: Jittered(c, 0.5, np.random.default_rng(seed)))
 
     one, again, other = run(1), run(1), run(2)
     assert one.messages == again.messages
