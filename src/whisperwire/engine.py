@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ HUB_SIZES = frozenset(
 WARM_UP_WINDOW_S = 10  # the timed warm-up decode's silence: a live window's usual length
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6)  # for a decode that fails Whisper's checks
 NO_SPEECH, LOW_LOGPROB = 0.6, -1.0  # faster-whisper's defaults: such a window is silence
+FRAMES_PER_S = 100  # Whisper's log-mel frames per second (a pass's `seek` counts them)
 
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/repo on the Hugging Face hub
 
@@ -341,17 +341,25 @@ class Engine:
             )
             words: list[list[Word]] = [[] for _ in requests]
             starts = [start for start, _ in bounds]
+
+            def window_at(seconds: float) -> int:  # the window whose pass began there
+                return min(range(len(starts)), key=lambda k: abs(starts[k] - seconds))
+
             for index, segment in enumerate(segments):
                 if segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
                     continue  # what the single decode skips as silence
-                which = max(0, bisect.bisect_right(starts, segment.start + 0.001) - 1)
-                at = starts[which]  # word times are placed to the 10 ms frame: never before 0
+                # By its pass (`seek`: the window's start, to the 10 ms frame), not by its
+                # start: a window's first segment may start a few ms before the window does
+                # (word times are placed from the frame), and its words were then given to
+                # the window before ("Then the Moses was afraid" after "a jam together.").
+                which = window_at(segment.seek / FRAMES_PER_S)
+                at, length = starts[which], len(requests[which].audio) / SAMPLE_RATE
                 words[which].extend(
-                    Word(w.word, max(0.0, w.start - at), max(0.0, w.end - at), w.probability, index)
+                    Word(w.word, *inside(w.start - at, w.end - at, length), w.probability, index)
                     for w in segment.words or []
                 )
             for start in model.unfinished:  # the passes a single decode would have gone on from
-                which = max(0, bisect.bisect_right(starts, start + 0.001) - 1)
+                which = window_at(start)
                 words[which] = self.decode(requests[which]).words
             return [Hypothesis(w, language) for w in words]
 
@@ -449,3 +457,10 @@ class _PassRecorder:
         if split[1] < seek + segment_size:  # the sequential decode would seek and go on
             self.unfinished.append(time_offset)
         return split
+
+
+def inside(start: float, end: float, length: float) -> tuple[float, float]:
+    """A word's times kept within a window of `length` seconds, as a single decode keeps them:
+    the batched pipeline places them from the 10 ms frame (a word may start before 0) and does
+    not end the last one at the audio's end (up to 0.6 s after it)."""
+    return min(max(0.0, start), length), min(max(0.0, end), length)
