@@ -39,6 +39,7 @@ WARM_UP_WINDOW_S = 10  # the timed warm-up decode's silence: a live window's usu
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6)  # for a decode that fails Whisper's checks
 NO_SPEECH, LOW_LOGPROB = 0.6, -1.0  # faster-whisper's defaults: such a window is silence
 FRAMES_PER_S = 100  # Whisper's log-mel frames per second (a pass's `seek` counts them)
+COMPRESSION_RATIO = 2.4  # faster-whisper's default: text this repetitive needs the fallback
 
 HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/repo on the Hugging Face hub
 
@@ -340,6 +341,7 @@ class Engine:
                 batch_size=len(requests),
             )
             words: list[list[Word]] = [[] for _ in requests]
+            decoded: list[list[Any]] = [[] for _ in requests]  # each window's segments
             starts = [start for start, _ in bounds]
 
             def window_at(seconds: float) -> int:  # the window whose pass began there
@@ -358,10 +360,15 @@ class Engine:
                     Word(w.word, *inside(w.start - at, w.end - at, length), w.probability, index)
                     for w in segment.words or []
                 )
+                decoded[which].append((index, segment))
+            hypotheses = [
+                Hypothesis(w, language, failed=failed_window(d))
+                for w, d in zip(words, decoded, strict=True)
+            ]
             for start in model.unfinished:  # the passes a single decode would have gone on from
                 which = window_at(start)
-                words[which] = self.decode(requests[which]).words
-            return [Hypothesis(w, language) for w in words]
+                hypotheses[which] = self.decode(requests[which])
+            return hypotheses
 
     def decode_window(
         self,
@@ -384,12 +391,14 @@ class Engine:
                 temperature=self._temperatures if thorough else 0.0,
                 **options,
             )
+            segments = list(segments)
             words = [
                 Word(w.word, w.start, w.end, w.probability, index)
                 for index, segment in enumerate(segments)
                 for w in (segment.words or [])
             ]
-        return Hypothesis(words, info.language, info.language_probability)
+        failed = frozenset(i for i, segment in enumerate(segments) if failed_checks(segment))
+        return Hypothesis(words, info.language, info.language_probability, failed=failed)
 
     def has_speech(self, audio: np.ndarray) -> bool:
         """Does Silero hear any speech in `audio`? Clips skip the pieces that hold none."""
@@ -464,3 +473,26 @@ def inside(start: float, end: float, length: float) -> tuple[float, float]:
     the batched pipeline places them from the 10 ms frame (a word may start before 0) and does
     not end the last one at the audio's end (up to 0.6 s after it)."""
     return min(max(0.0, start), length), min(max(0.0, end), length)
+
+
+def failed_checks(segment: Any) -> bool:
+    """Does a decoded segment fail Whisper's checks (text too repetitive, or too unlikely),
+    the ones after which faster-whisper decodes again at a higher temperature? It scores a
+    whole pass: every segment of one pass has its figures."""
+    return bool(segment.compression_ratio > COMPRESSION_RATIO or segment.avg_logprob < LOW_LOGPROB)
+
+
+def failed_window(segments: list[tuple[int, Any]]) -> frozenset[int]:
+    """The indices of a batched window's segments, if the window fails Whisper's checks as a
+    single decode scores it (all its text, one log-probability); else none. The batched
+    pipeline scores each segment's text alone, where "the balance of the" said a dozen times
+    is a dozen segments, none of them repetitive."""
+    from faster_whisper.transcribe import get_compression_ratio
+
+    if not segments:
+        return frozenset()
+    text = "".join(segment.text for _, segment in segments)
+    logprob = min(segment.avg_logprob for _, segment in segments)
+    if get_compression_ratio(text) > COMPRESSION_RATIO or logprob < LOW_LOGPROB:
+        return frozenset(index for index, _ in segments)
+    return frozenset()

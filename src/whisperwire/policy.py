@@ -65,6 +65,7 @@ from whisperwire.transcript import Transcript
 from whisperwire.words import (
     Hypothesis,
     Word,
+    checked_prefix,
     common_prefix,
     confident_prefix,
     ending_by,
@@ -309,6 +310,8 @@ class Policy:
                     cfg.sure_guard_s,
                     cfg.sure_probability,
                 )
+                if not cfg.commit_failed_segments:
+                    agreed = min(agreed, checked_prefix(new, hypothesis.failed))
             else:
                 agreed = common_prefix(self._tail, new)
             self._words.commit(new[:agreed], window_end)

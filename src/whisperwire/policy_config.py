@@ -79,6 +79,15 @@ class PolicyConfig:
     # 15.7 / 15.6 %, 1.60 / 2.21 s against 1.77 / 4.60 s; 234 s 15.0 / 15.0 %. Even on accuracy
     # within the runs' noise, a quarter to a half off the p95, 0.1-0.2 s on the p50.
     stall_s: float = 1.0
+    # One-pass: words of a partial decode's segment that failed Whisper's checks (compression
+    # ratio over 2.4, or mean log-probability under -1.0: a thorough decode would be redone
+    # at a higher temperature) are committed as the others are; False: none of them, nor any
+    # word after them (`words.checked_prefix`); they wait for a decode that passes. About 4 %
+    # of the partial decodes of the long-form file's first 300 s fail (11 of 260). Replayed
+    # (`whisperwire replay`, 2026-12-06): the 13.3-min file 14.62 -> 14.52 % (offline 11.11 %;
+    # one clip's "krayfish are where there is"), 100 clips (`--cost-scale 0.5 --cost-jitter
+    # 0.3 --seed 1`) 14.78 % either way.
+    commit_failed_segments: bool = False
     # Finals' text given as prompt; 0: none. Off by default: on the 13.3-min long-form file
     # a prompt of earlier finals made tiny.en end regions with "Thank you for watching!" and
     # the like (first 200 s: WER 24.0 % with a 200-character prompt, 12.6 % without).

@@ -182,6 +182,12 @@ class StreamingOptions(Group):
     stall_s: float = option(_POLICY.stall_s, "--commit-stall", between=(0.0, 30.0))
     """one-pass commit: once an unsure word has held the words after it back this many seconds, the
     next decode is a thorough one (beam, fallback) that commits them; 0: off"""
+    commit_failed_segments: bool = option(
+        _POLICY.commit_failed_segments, "--commit-failed-segments"
+    )
+    """one-pass commit: commit the words of a partial decode's segment that failed Whisper's
+    checks (too repetitive or too unlikely) as the others; by default they wait for a decode
+    that passes"""
     forced_prefix: bool = option(_POLICY.forced_prefix, "--forced-prefix")
     """decode each window after the committed words it starts with, forced as the decoder's
     prefix: only the words after them are generated"""

@@ -25,6 +25,9 @@ class Hypothesis:
     language: str | None = None
     language_probability: float = 1.0  # Whisper's, where it detected the language
     forced: int = 0  # leading words that are the request's `prefix`, said already
+    # Segments that failed Whisper's own checks (`engine.failed_checks`): a thorough decode
+    # would have decoded them again at a higher temperature.
+    failed: frozenset[int] = frozenset()
 
 
 def norm(text: str) -> str:
@@ -158,6 +161,19 @@ def confident_prefix(
         guard = sure_guard_s if sure else guard_s
         if age < guard or not confident:
             break
+        n += 1
+    return n
+
+
+def checked_prefix(words: list[Word], failed: frozenset[int]) -> int:
+    """How many leading words come from segments that passed Whisper's checks (none of
+    `failed`). A greedy partial decode has no temperature fallback, and what fails the checks
+    is most often invented: "the balance of the balance of the ..." (compression ratio 9.9)
+    over "the alimentary canal" in the long-form file, its first "balance" at probability
+    0.98; "I'll see you soon. Bye." (mean log-probability -1.2) after the last word of a
+    window."""
+    n = 0
+    while n < len(words) and words[n].segment not in failed:
         n += 1
     return n
 

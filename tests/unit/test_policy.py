@@ -799,6 +799,42 @@ def test_a_stalled_window_commits_nothing_from_a_word_whisper_did_not_hear() -> 
     assert heard_prefix([replace(unheard[1], probability=0.5)]) == 1  # no time, but likely
 
 
+class LoopingOnce(FakeWhisper):
+    """One partial decode falls into a loop over words already heard ("the balance of the
+    balance of the ..." over "the alimentary canal", its first "balance" at probability
+    0.98), and fails Whisper's checks as faster-whisper scores it; the others are right."""
+
+    def __init__(self, spoken: list[Spoken], at_call: int) -> None:
+        super().__init__(spoken, unstable_tail=False)
+        self.at_call = at_call
+
+    def __call__(self, request: DecodeRequest) -> Hypothesis:
+        hypothesis = super().__call__(request)
+        if self.calls != self.at_call:
+            return hypothesis
+        words = list(hypothesis.words)  # the loop takes the place of three words not yet final
+        start, end = words[-5].start, words[-3].end
+        said = ["balance", "of", "the"] * 2
+        step = (end - start) / len(said)
+        loop = [
+            Word(f" {w}", start + i * step, start + (i + 1) * step, 0.98, words[-5].segment)
+            for i, w in enumerate(said)
+        ]
+        failed = frozenset(w.segment for w in words)
+        return Hypothesis(words[:-5] + loop + words[-2:], "en", failed=failed)
+
+
+def test_a_partial_decode_that_failed_whisper_checks_commits_nothing() -> None:
+    words = [f"w{i}" for i in range(16)]
+    fake = LoopingOnce(script(words, 0.5, per_word=0.35), at_call=8)
+    events = run(one_pass(), fake, 8.0, [(0.5, 6.2)])
+    assert fake.calls > 8
+    assert finals_text(events) == " ".join(words)
+    fake = LoopingOnce(script(words, 0.5, per_word=0.35), at_call=8)
+    events = run(one_pass(commit_failed_segments=True), fake, 8.0, [(0.5, 6.2)])
+    assert "of the" in finals_text(events), "the loop is what the check keeps out"
+
+
 def test_backlog_counts_speech_no_decode_has_covered_and_no_silence() -> None:
     words = script(["one", "two", "three", "four", "five", "six"], 3.5, per_word=0.8)
     policy, fake = Policy(), FakeWhisper(words)
