@@ -340,13 +340,12 @@ class Engine:
                 clip_timestamps=[{"start": start, "end": end} for start, end in bounds],
                 batch_size=len(requests),
             )
-            words: list[list[Word]] = [[] for _ in requests]
-            decoded: list[list[Any]] = [[] for _ in requests]  # each window's segments
             starts = [start for start, _ in bounds]
 
             def window_at(seconds: float) -> int:  # the window whose pass began there
                 return min(range(len(starts)), key=lambda k: abs(starts[k] - seconds))
 
+            decoded: list[list[tuple[int, Any]]] = [[] for _ in requests]  # (index, segment)
             for index, segment in enumerate(segments):
                 if segment.no_speech_prob > NO_SPEECH and segment.avg_logprob < LOW_LOGPROB:
                     continue  # what the single decode skips as silence
@@ -354,17 +353,16 @@ class Engine:
                 # start: a window's first segment may start a few ms before the window does
                 # (word times are placed from the frame), and its words were then given to
                 # the window before ("Then the Moses was afraid" after "a jam together.").
-                which = window_at(segment.seek / FRAMES_PER_S)
-                at, length = starts[which], len(requests[which].audio) / SAMPLE_RATE
-                words[which].extend(
+                decoded[window_at(segment.seek / FRAMES_PER_S)].append((index, segment))
+            hypotheses = []
+            for request, at, window in zip(requests, starts, decoded, strict=True):
+                length = len(request.audio) / SAMPLE_RATE
+                words = [
                     Word(w.word, *inside(w.start - at, w.end - at, length), w.probability, index)
+                    for index, segment in window
                     for w in segment.words or []
-                )
-                decoded[which].append((index, segment))
-            hypotheses = [
-                Hypothesis(w, language, failed=failed_window(d))
-                for w, d in zip(words, decoded, strict=True)
-            ]
+                ]
+                hypotheses.append(Hypothesis(words, language, failed=failed_window(window)))
             for start in model.unfinished:  # the passes a single decode would have gone on from
                 which = window_at(start)
                 hypotheses[which] = self.decode(requests[which])
@@ -479,7 +477,7 @@ def failed_checks(segment: Any) -> bool:
     """Does a decoded segment fail Whisper's checks (text too repetitive, or too unlikely),
     the ones after which faster-whisper decodes again at a higher temperature? It scores a
     whole pass: every segment of one pass has its figures."""
-    return bool(segment.compression_ratio > COMPRESSION_RATIO or segment.avg_logprob < LOW_LOGPROB)
+    return fails_checks(segment.compression_ratio, segment.avg_logprob)
 
 
 def failed_window(segments: list[tuple[int, Any]]) -> frozenset[int]:
@@ -493,6 +491,11 @@ def failed_window(segments: list[tuple[int, Any]]) -> frozenset[int]:
         return frozenset()
     text = "".join(segment.text for _, segment in segments)
     logprob = min(segment.avg_logprob for _, segment in segments)
-    if get_compression_ratio(text) > COMPRESSION_RATIO or logprob < LOW_LOGPROB:
+    if fails_checks(get_compression_ratio(text), logprob):
         return frozenset(index for index, _ in segments)
     return frozenset()
+
+
+def fails_checks(compression_ratio: float, avg_logprob: float) -> bool:
+    """faster-whisper's test for a decode to be done again at a higher temperature."""
+    return compression_ratio > COMPRESSION_RATIO or avg_logprob < LOW_LOGPROB
