@@ -245,6 +245,7 @@ def load_engine(settings: Settings, source_model: ModelSource) -> Engine:
         batch=settings.batch,
         beam_size=settings.beam_size,
         partial_beam_size=settings.partial_beam_size,
+        window_conditioning=settings.window_conditioning,
         no_fallback=settings.no_fallback,
         encoder_pad_s=settings.encoder_pad,
         cache_dir=settings.checkpoint_cache_dir,

@@ -100,6 +100,10 @@ class EngineOptions:
     beam_size: int = 5  # the decodes whose words become final
     partial_beam_size: int = 1  # partial updates (greedy by default), with no fallback
     no_fallback: bool = False  # temperature 0 only, for every decode (whisper.cpp's -nf)
+    # A window whose last segment Whisper cut is decoded again from that segment's start (as
+    # faster-whisper does): after the window's text before it (its condition_on_previous_text,
+    # within one window), or with no text (False, the default).
+    window_conditioning: bool = False
     batch: int = 0  # partial decodes of several sessions run as one call; 0: auto
     solo_threads: int = 0  # threads of the lone session's decoder; 0: auto; 1: none
     encoder_pad_s: float = 30.0  # padding the encoder sees after the audio (encoder_context)
@@ -385,7 +389,7 @@ class Engine:
                 audio,
                 initial_prompt=prompt or None,
                 word_timestamps=True,
-                condition_on_previous_text=False,
+                condition_on_previous_text=self.options.window_conditioning,
                 temperature=self._temperatures if thorough else 0.0,
                 **options,
             )

@@ -141,6 +141,9 @@ class ModelOptions(Group):
     """beam size of the decodes whose words become final"""
     partial_beam_size: int = option(1, "--partial-beam-size", between=(1, 16))
     """beam size of partial updates (1: greedy); they have no temperature fallback"""
+    window_conditioning: bool = option(False, "--window-conditioning")
+    """decode the rest of a window whose last segment Whisper cut after the window's text
+    before it (faster-whisper's condition_on_previous_text, within one window)"""
     no_fallback: bool = option(False, "-nf", "--no-fallback")
     """decode at temperature 0 only, never again at higher temperatures when Whisper's checks
     fail (as whisper.cpp's -nf): quicker and reproducible, a little less robust"""

@@ -111,6 +111,9 @@ def test_variants_are_given_as_serve_flags() -> None:
     # the engine flags reach the replayed engine: the encoder's padding too
     assert _variant("short", ["--encoder-pad", "10"]).engine["encoder_pad_s"] == 10.0
     assert v.engine["encoder_pad_s"] == 30.0
+    # and whether a window's cut tail is decoded after the text before it
+    assert _variant("cond", ["--window-conditioning"]).engine["window_conditioning"] is True
+    assert v.engine["window_conditioning"] is False
 
 
 def test_a_jittered_cost_varies_within_its_bound_and_repeats_with_its_seed() -> None:

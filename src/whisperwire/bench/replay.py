@@ -205,6 +205,7 @@ def _variant(name: str, flags: Sequence[str]) -> _Variant:
     engine = {
         "beam_size": settings.beam_size,
         "partial_beam_size": settings.partial_beam_size,
+        "window_conditioning": settings.window_conditioning,
         "no_fallback": settings.no_fallback,
         "encoder_pad_s": settings.encoder_pad,
     }
