@@ -227,6 +227,18 @@ def checked_model(settings: Settings) -> ModelSource:
     return source_model
 
 
+def decoding_options(settings: Settings) -> dict[str, Any]:
+    """The `EngineOptions` fields that decide what a decode gives (not where it runs): the
+    server's engine and `whisperwire replay`'s take them from the same flags."""
+    return {
+        "beam_size": settings.beam_size,
+        "partial_beam_size": settings.partial_beam_size,
+        "window_conditioning": settings.window_conditioning,
+        "no_fallback": settings.no_fallback,
+        "encoder_pad_s": settings.encoder_pad,
+    }
+
+
 def load_engine(settings: Settings, source_model: ModelSource) -> Engine:
     """The model loaded and warmed up, as the settings say; raises UsageError."""
     from whisperwire.checkpoints import CheckpointError
@@ -243,13 +255,9 @@ def load_engine(settings: Settings, source_model: ModelSource) -> Engine:
         workers=settings.workers,
         solo_threads=settings.solo_threads,
         batch=settings.batch,
-        beam_size=settings.beam_size,
-        partial_beam_size=settings.partial_beam_size,
-        window_conditioning=settings.window_conditioning,
-        no_fallback=settings.no_fallback,
-        encoder_pad_s=settings.encoder_pad,
         cache_dir=settings.checkpoint_cache_dir,
         base_model=settings.base_model,
+        **decoding_options(settings),
     )
     log.debug("loading model %s on %s (%s)", source_model.location, device, compute_type)
     try:

@@ -198,17 +198,11 @@ class _Variant:
 
 
 def _variant(name: str, flags: Sequence[str]) -> _Variant:
-    from whisperwire.cli import build_parser, settings_from_args
+    from whisperwire.cli import build_parser, decoding_options, settings_from_args
 
     args = build_parser("serve").parse_args(["serve", *flags])
     settings = settings_from_args(args)
-    engine = {
-        "beam_size": settings.beam_size,
-        "partial_beam_size": settings.partial_beam_size,
-        "window_conditioning": settings.window_conditioning,
-        "no_fallback": settings.no_fallback,
-        "encoder_pad_s": settings.encoder_pad,
-    }
+    engine = decoding_options(settings)
     model = settings.checkpoint or settings.model
     return _Variant(name, tuple(flags), settings.policy, settings.language, model, engine)
 
