@@ -33,6 +33,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 from whisperwire.audio import decode_file
 from whisperwire.bench import corpus, metrics
+from whisperwire.bench.inputs import default_cache
 from whisperwire.bench.replay import DecodeCost
 from whisperwire.engine import bundled_model_path
 
@@ -108,12 +109,12 @@ def main() -> int:
         window = len(online.audio_buffer) / RATE
         online.process_iter()
         decodes += 1
-        took = cost.thorough_s + cost.thorough_per_s * window if args.cost_aware else 0.0
+        took = cost.thorough(window) if args.cost_aware else 0.0
         clock = pos / RATE + took
         lags += [clock - word_end for _, word_end, _ in online.commited[before:]]
     rest = online.finish()  # the words no second decode confirmed, as the peer ends
     hypothesis = "".join(text for _, _, text in online.commited) + rest[2]
-    offline = corpus.OfflineReference(_cache(), beam_size=5).get(clip).text
+    offline = corpus.OfflineReference(default_cache(), beam_size=5).get(clip).text
     figures = {
         "wer": metrics.wer([clip.reference], [hypothesis]),
         "offline_wer": metrics.wer([clip.reference], [offline]),
@@ -126,12 +127,6 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps({**figures, "text": hypothesis}), encoding="utf-8")
     return 0
-
-
-def _cache() -> Path:
-    from whisperwire.bench.inputs import default_cache
-
-    return default_cache()
 
 
 if __name__ == "__main__":

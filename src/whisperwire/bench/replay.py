@@ -52,7 +52,11 @@ class DecodeCost:
         length = len(request.audio) / SAMPLE_RATE
         if request.kind == "partial" and greedy_partials:
             return self.partial_s + self.partial_per_s * length
-        return self.thorough_s + self.thorough_per_s * length
+        return self.thorough(length)
+
+    def thorough(self, length_s: float) -> float:
+        """A beam-5 decode (with fallback and word times) of `length_s` seconds of audio."""
+        return self.thorough_s + self.thorough_per_s * length_s
 
 
 @dataclass
