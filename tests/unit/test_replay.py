@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 from scripted import FakeWhisper, script, vad_probs
 
-from whisperwire.bench.replay import DecodeCost, Jittered, _variant, replay
+from whisperwire.bench.replay import DecodeCost, Jittered, _medians, _seeds, _variant, replay
 from whisperwire.endpointing import VAD_CHUNK
 from whisperwire.policy import Policy
 from whisperwire.policy_events import DecodeRequest
@@ -145,3 +147,32 @@ def test_replays_with_jittered_decode_times_differ_in_timing_and_repeat_by_seed(
     assert one.messages == again.messages
     assert [t for t, _ in one.messages] != [t for t, _ in other.messages]
     assert one.text.lower().replace(".", "").split() == WORDS
+
+
+def test_seeds_are_one_or_a_list_and_a_bad_one_is_named() -> None:
+    assert _seeds("1") == (1,)
+    assert _seeds("1,2,3") == (1, 2, 3)
+    for bad, says in (("one", "not a seed"), ("1,x", "not a seed"), ("2,2", "given twice")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            _seeds(bad)
+
+
+def test_several_seeds_give_the_median_of_their_figures_and_keep_each_run() -> None:
+    def figures(wer: float, p50: float, p95: float) -> dict:
+        lags = {"p50": p50, "p95": p95, "n": 10}
+        return {
+            "wer": wer,
+            "wer_offline": 0.1,
+            "wer_ratio": round(wer / 0.1, 3),
+            "latency": {"final": lags, "first_seen": lags},
+            "decodes": 100,
+            "flags": ["--trim", "12"],
+        }
+
+    runs = {1: figures(0.15, 1.8, 2.6), 2: figures(0.17, 1.7, 3.0), 3: figures(0.14, 2.0, 2.5)}
+    got = _medians(runs)
+    assert got["wer"] == 0.15 and got["wer_range"] == [0.14, 0.17]
+    assert got["wer_ratio"] == 1.5 and got["wer_offline"] == 0.1
+    assert got["latency"]["final"] == {"p50": 1.8, "p95": 2.6}
+    assert got["flags"] == ["--trim", "12"]
+    assert got["by_seed"] == {"1": runs[1], "2": runs[2], "3": runs[3]}

@@ -6,7 +6,9 @@ moment ago, and Whisper's answer depends on where its window ends. A replay take
 out: audio arrives in 0.1 s frames on a virtual clock, every decode the policy asks for runs
 on the real model at once and its answer is applied when a fixed cost model says it would be
 done (`DecodeCost`), as one worker would serve one stream. The same settings give the same
-transcript on every run and on any machine, so two policies are compared on the words alone.
+transcript on every run (on one kind of CPU: int8 arithmetic differs between kinds), so two
+policies are compared on the words alone; `--seed` with several seeds gives live-like runs'
+median.
 Lags are virtual too: what the policy would give on a machine as fast as the cost model.
 
 Each variant is given as `serve` flags (`--server-args`, `--also NAME=FLAGS`), so a setting
@@ -186,7 +188,17 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         "random (0.3: 0.7-1.3x), as on a live machine; reproducible by --seed (default 0)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="the jitter's seed: one seed, one live-like run"
+        "--seed",
+        type=_seeds,
+        default=(0,),
+        help="the jitter's seed: one seed, one live-like run; several (1,2,3): a run for "
+        "each, and the median of their figures (default 0)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="replays run at once, one core each, with several seeds (default: a core each)",
     )
     add_cache_argument(parser)
 
@@ -259,47 +271,73 @@ def _figures(
     return figures
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """`--seed`: one seed, or several separated by commas."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seed or a list of seeds: {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice: {text!r}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What every replay of a run shares: the recordings, their audio and VAD, the offline
+    reference's cache and the cost model."""
+
+    clips: list[Any]
+    audio: list[np.ndarray]
+    probs: list[np.ndarray]
+    cache: Path
+    beam_size: int
+    cost: DecodeCost
+    jitter: float
+
+
 def run_replay(args: argparse.Namespace) -> int:
     from whisperwire.bench.corpus import OfflineReference, load
     from whisperwire.bench.inputs import default_cache
-    from whisperwire.engine import Engine, EngineOptions, resolve_model
     from whisperwire.vad import StreamingVad
 
+    if len(args.seed) > 1 and args.cost_jitter <= 0:
+        raise SystemExit("replay: several seeds need --cost-jitter: without it they replay alike")
     variants = [_variant("whisperwire", shlex.split(args.server_args))]
     variants += [_variant(name, flags) for name, flags in args.also]
     clips = _recordings(args)
     audio = [load(c.path, c.start, c.end) for c in clips]
-    probs = [StreamingVad().process(a) for a in audio]
-    durations = [len(a) / SAMPLE_RATE for a in audio]
     cache = args.cache or default_cache()
     offline = OfflineReference(cache, beam_size=variants[0].engine["beam_size"])
     for clip in clips:
         offline.get(clip)
     offline.release()
     base, k = DecodeCost(), args.cost_scale
-    cost = DecodeCost(*(k * value for value in astuple(base)))
+    inputs = _Inputs(
+        clips,
+        audio,
+        [StreamingVad().process(a) for a in audio],
+        cache,
+        variants[0].engine["beam_size"],
+        DecodeCost(*(k * value for value in astuple(base))),
+        args.cost_jitter,
+    )
     results: dict[str, Any] = {
         "recordings": [c.name for c in clips],
         "cost_jitter": args.cost_jitter,
-        "seed": args.seed,
+        "seed": args.seed[0] if len(args.seed) == 1 else list(args.seed),
         "variants": {},
     }
+    tasks = [(v, seed) for v in variants for seed in args.seed]
+    done = _each(tasks, inputs, args.jobs)
     for v in variants:
-        started = time.perf_counter()
-        engine = Engine(resolve_model(v.model), EngineOptions(threads=1, workers=1, **v.engine))
-        # as the server does: an English-only model transcribes English; "auto": detect
-        language = None if v.language == "auto" else v.language
-        language = language if engine.multilingual else "en"
-        costs = partial(cost, greedy_partials=v.engine["partial_beam_size"] == 1)
-        runs = [
-            replay(Policy(v.policy, language), a, p, engine.decode, _jittered(costs, args, i))
-            for i, (a, p) in enumerate(zip(audio, probs, strict=True))
-        ]
-        figures = _figures(clips, durations, runs, offline, cost)
-        figures["flags"] = list(v.flags)
-        figures["wall_s"] = round(time.perf_counter() - started, 1)
-        figures["texts"] = [r.text for r in runs]
-        results["variants"][v.name] = figures
+        runs = {seed: figures for (w, seed), figures in zip(tasks, done, strict=True) if w is v}
+        if len(runs) == 1:
+            results["variants"][v.name] = figures = next(iter(runs.values()))
+        else:
+            for seed, figures in runs.items():
+                print(_line(f"{v.name} (seed {seed})", figures), flush=True)
+            results["variants"][v.name] = figures = _medians(runs)
         print(_line(v.name, figures), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,20 +345,90 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _each(tasks: list[tuple[_Variant, int]], inputs: _Inputs, jobs: int | None) -> list[Any]:
+    """The figures of each (variant, seed): in this process when there is one task or one
+    job, else in that many worker processes (each replay decodes on one thread)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    jobs = min(len(tasks), jobs or os.cpu_count() or 1)
+    if jobs <= 1:
+        return [_replay_variant(v, seed, inputs) for v, seed in tasks]
+    # spawned, not forked: the parent has run the VAD's threads
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_replay_variant, *zip(*tasks, strict=True), [inputs] * len(tasks)))
+
+
+def _replay_variant(v: _Variant, seed: int, inputs: _Inputs) -> dict[str, Any]:
+    """One variant replayed on every recording with the jitter of `seed`: its figures."""
+    from whisperwire.bench.corpus import OfflineReference
+    from whisperwire.engine import Engine, EngineOptions, resolve_model
+
+    started = time.perf_counter()
+    engine = Engine(resolve_model(v.model), EngineOptions(threads=1, workers=1, **v.engine))
+    # as the server does: an English-only model transcribes English; "auto": detect
+    language = None if v.language == "auto" else v.language
+    language = language if engine.multilingual else "en"
+    costs = partial(inputs.cost, greedy_partials=v.engine["partial_beam_size"] == 1)
+    runs = [
+        replay(Policy(v.policy, language), a, p, engine.decode, _jittered(costs, inputs, seed, i))
+        for i, (a, p) in enumerate(zip(inputs.audio, inputs.probs, strict=True))
+    ]
+    offline = OfflineReference(inputs.cache, beam_size=inputs.beam_size)
+    durations = [len(a) / SAMPLE_RATE for a in inputs.audio]
+    figures = _figures(inputs.clips, durations, runs, offline, inputs.cost)
+    figures["flags"] = list(v.flags)
+    figures["wall_s"] = round(time.perf_counter() - started, 1)
+    figures["texts"] = [r.text for r in runs]
+    return figures
+
+
+def _medians(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The figures of a variant replayed with several seeds: the median WER and final and
+    first-seen lags over the seeds, the WER's range, and every run's figures by seed."""
+    from whisperwire.bench.scenarios.common import rounded
+
+    every = list(runs.values())
+
+    def median(get: Callable[[dict[str, Any]], Any]) -> Any:
+        values = [get(f) for f in every]
+        return None if None in values else rounded(float(np.median(values)), 4)
+
+    wers = [f["wer"] for f in every]
+    latency = {
+        kind: {p: median(lambda f, k=kind, q=p: f["latency"][k][q]) for p in ("p50", "p95")}
+        for kind in ("final", "first_seen")
+    }
+    return {
+        "wer": median(lambda f: f["wer"]),
+        "wer_range": [min(wers), max(wers)] if None not in wers else None,
+        "wer_offline": every[0]["wer_offline"],
+        "wer_ratio": median(lambda f: f["wer_ratio"]),
+        "latency": latency,
+        "decodes": median(lambda f: f["decodes"]),
+        "flags": every[0]["flags"],
+        "by_seed": {str(seed): f for seed, f in runs.items()},
+    }
+
+
 def _jittered(
-    cost: Callable[[DecodeRequest], float], args: argparse.Namespace, recording: int
+    cost: Callable[[DecodeRequest], float], inputs: _Inputs, seed: int, recording: int
 ) -> Callable[[DecodeRequest], float]:
     """The cost model of one recording: jittered by its own generator (the same draws for
     every variant, whatever the other recordings asked for), or as it is."""
-    if args.cost_jitter <= 0:
+    if inputs.jitter <= 0:
         return cost
-    return Jittered(cost, args.cost_jitter, np.random.default_rng((args.seed, recording)))
+    return Jittered(cost, inputs.jitter, np.random.default_rng((seed, recording)))
 
 
 def _line(name: str, f: dict[str, Any]) -> str:
     final, first = f["latency"]["final"], f["latency"]["first_seen"]
+    spread = (
+        f" (seeds {f['wer_range'][0]:.2%}-{f['wer_range'][1]:.2%})" if f.get("wer_range") else ""
+    )
     return (
-        f"{name}: WER {f['wer']:.2%} (offline {f['wer_offline']:.2%}, {f['wer_ratio']}x), "
+        f"{name}: WER {f['wer']:.2%}{spread} (offline {f['wer_offline']:.2%}, {f['wer_ratio']}x), "
         f"final lag p50 {final['p50']} s p95 {final['p95']} s, first seen p50 {first['p50']} s, "
         f"{f['decodes']} decodes ({' '.join(f['flags']) or 'defaults'})"
     )
