@@ -121,9 +121,9 @@ COMMANDS: dict[str, tuple[str, str, Callable[[Parser], None]]] = {
     "replay": (
         "replay recordings through the streaming policy on a virtual clock",
         "Stream the long-form file (or test-other clips) through the streaming policy with "
-        "the real model, on a virtual clock: the same flags give the same transcript on every "
-        "run (on one kind of CPU). Compares policies given as `serve` flags by WER and virtual "
-        "lag; with several jitter seeds, by their medians.",
+        "the real model, on a virtual clock: the same flags give the same transcript run after "
+        "run on one machine (nearly: see the README). Compares policies given as `serve` "
+        "flags by WER and virtual lag; with several jitter seeds, by their medians.",
         _replay_arguments,
     ),
     "transcribe": (

@@ -6,10 +6,10 @@ moment ago, and Whisper's answer depends on where its window ends. A replay take
 out: audio arrives in 0.1 s frames on a virtual clock, every decode the policy asks for runs
 on the real model at once and its answer is applied when a fixed cost model says it would be
 done (`DecodeCost`), as one worker would serve one stream. The same settings give the same
-transcript on every run (on one kind of CPU: int8 arithmetic differs between kinds), so two
-policies are compared on the words alone; `--seed` with several seeds gives live-like runs'
-median.
-Lags are virtual too: what the policy would give on a machine as fast as the cost model.
+transcript run after run on one machine (nearly: Intel MKL's sums may depend on the memory's
+alignment; across kinds of CPU they differ), so two policies are compared on the words alone;
+`--seed` with several seeds gives the median of as many live-like runs. Lags are virtual too:
+what the policy would give on a machine as fast as the cost model.
 
 Each variant is given as `serve` flags (`--server-args`, `--also NAME=FLAGS`), so a setting
 found here is tried on the live bench with the same words.
