@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scripted import FakeWhisper, script, vad_probs
 
-from whisperwire.bench.replay import DecodeCost, Jittered, _medians, _seeds, _variant, replay
+from whisperwire.bench.replay import DecodeCost, Jittered, _jobs, _medians, _seeds, _variant, replay
 from whisperwire.endpointing import VAD_CHUNK
 from whisperwire.policy import Policy
 from whisperwire.policy_events import DecodeRequest
@@ -155,6 +155,10 @@ def test_seeds_are_one_or_a_list_and_a_bad_one_is_named() -> None:
     for bad, says in (("one", "not a seed"), ("1,x", "not a seed"), ("2,2", "given twice")):
         with pytest.raises(argparse.ArgumentTypeError, match=says):
             _seeds(bad)
+    assert _jobs("2") == 2
+    for bad, says in (("two", "not a number of jobs"), ("0", "1 job or more")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            _jobs(bad)
 
 
 def test_several_seeds_give_the_median_of_their_figures_and_keep_each_run() -> None:

@@ -196,7 +196,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=_jobs,
         default=None,
         help="replays run at once, one core each, with several seeds (default: a core each)",
     )
@@ -280,6 +280,17 @@ def _seeds(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"a seed is given twice: {text!r}")
     return seeds
+
+
+def _jobs(text: str) -> int:
+    """`--jobs`: how many replays run at once, 1 or more."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text!r}") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"give 1 job or more (got {jobs})")
+    return jobs
 
 
 @dataclass(frozen=True)
