@@ -242,21 +242,22 @@ def _figures(
     clips: Sequence[Any],
     durations: Sequence[float],
     runs: Sequence[Replayed],
-    offline: Any,
+    offline: Sequence[Any],
     cost: DecodeCost,
 ) -> dict[str, Any]:
+    """The figures of `runs`, one per clip, against the clips' offline results (`offline`)."""
     from whisperwire.bench import metrics as M
     from whisperwire.bench.scenarios.common import rounded
 
     refs = [c.reference for c in clips]
     lags: list[M.WordLag] = []
     total = 0
-    for clip, run in zip(clips, runs, strict=True):
-        some, n = M.word_lags(offline.get(clip).words, M.timeline(run.messages), lambda t: t)
+    for reference, run in zip(offline, runs, strict=True):
+        some, n = M.word_lags(reference.words, M.timeline(run.messages), lambda t: t)
         lags += some
         total += n
     wer = M.wer(refs, [r.text for r in runs])
-    wer_offline = M.wer(refs, [offline.get(c).text for c in clips])
+    wer_offline = M.wer(refs, [reference.text for reference in offline])
     figures: dict[str, Any] = {
         "wer": rounded(wer, 4),
         "wer_offline": rounded(wer_offline, 4),
@@ -295,14 +296,13 @@ def _jobs(text: str) -> int:
 
 @dataclass(frozen=True)
 class _Inputs:
-    """What every replay of a run shares: the recordings, their audio and VAD, the offline
-    reference's cache and the cost model."""
+    """What every replay of a run shares: the recordings, their audio and VAD, their offline
+    results and the cost model."""
 
     clips: list[Any]
     audio: list[np.ndarray]
     probs: list[np.ndarray]
-    cache: Path
-    beam_size: int
+    offline: list[Any]
     cost: DecodeCost
     jitter: float
 
@@ -318,18 +318,17 @@ def run_replay(args: argparse.Namespace) -> int:
     variants += [_variant(name, flags) for name, flags in args.also]
     clips = _recordings(args)
     audio = [load(c.path, c.start, c.end) for c in clips]
-    cache = args.cache or default_cache()
-    offline = OfflineReference(cache, beam_size=variants[0].engine["beam_size"])
-    for clip in clips:
-        offline.get(clip)
+    offline = OfflineReference(
+        args.cache or default_cache(), beam_size=variants[0].engine["beam_size"]
+    )
+    references = [offline.get(clip) for clip in clips]
     offline.release()
     base, k = DecodeCost(), args.cost_scale
     inputs = _Inputs(
         clips,
         audio,
         [StreamingVad().process(a) for a in audio],
-        cache,
-        variants[0].engine["beam_size"],
+        references,
         DecodeCost(*(k * value for value in astuple(base))),
         args.cost_jitter,
     )
@@ -373,7 +372,6 @@ def _each(tasks: list[tuple[_Variant, int]], inputs: _Inputs, jobs: int | None) 
 
 def _replay_variant(v: _Variant, seed: int, inputs: _Inputs) -> dict[str, Any]:
     """One variant replayed on every recording with the jitter of `seed`: its figures."""
-    from whisperwire.bench.corpus import OfflineReference
     from whisperwire.engine import Engine, EngineOptions, resolve_model
 
     started = time.perf_counter()
@@ -386,9 +384,8 @@ def _replay_variant(v: _Variant, seed: int, inputs: _Inputs) -> dict[str, Any]:
         replay(Policy(v.policy, language), a, p, engine.decode, _jittered(costs, inputs, seed, i))
         for i, (a, p) in enumerate(zip(inputs.audio, inputs.probs, strict=True))
     ]
-    offline = OfflineReference(inputs.cache, beam_size=inputs.beam_size)
     durations = [len(a) / SAMPLE_RATE for a in inputs.audio]
-    figures = _figures(inputs.clips, durations, runs, offline, inputs.cost)
+    figures = _figures(inputs.clips, durations, runs, inputs.offline, inputs.cost)
     figures["flags"] = list(v.flags)
     figures["wall_s"] = round(time.perf_counter() - started, 1)
     figures["texts"] = [r.text for r in runs]
