@@ -70,6 +70,10 @@ class Endpointer:
                 if self._pos - self._temp_end >= min_silence:  # padded with what has come
                     self._close(min(self._pos, self._temp_end + int(cfg.end_pad_s * SAMPLE_RATE)))
 
+    def start_at(self, position: int) -> None:
+        """The stream's first sample is `position`, not 0 (a stream taken over mid-way)."""
+        self._pos = self._last_end = position
+
     def earliest_start(self, total: int) -> int:
         """The earliest sample a region still to come (or queued) may start at."""
         earliest = total - int(self.cfg.speech_pad_s * SAMPLE_RATE) - VAD_CHUNK

@@ -50,6 +50,7 @@ class Outbox:
         forward_wait_s: float = 30.0,
         write_timeout_s: float = 60.0,
         sent: Callable[[ev.ServerEvent], None] | None = None,
+        journaled: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.session_id = session_id
         self.codec = codec
@@ -59,6 +60,8 @@ class Outbox:
         self._forward_wait_s = forward_wait_s
         self._write_timeout_s = write_timeout_s or None  # 0: no limit
         self._sent = sent  # told of each event whose frame was written to the client
+        # awaited before a final leaves: what another replica needs to go on is on the board
+        self._journaled = journaled
         self._items: deque[ev.ServerEvent | None] = deque()  # None: the writer stops
         self._ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -124,6 +127,11 @@ class Outbox:
         may not have received."""
         return [f for f in self._replay if last_segment is None or f.segment_id > last_segment]
 
+    def sent_before(self, finals: tuple[ev.Final, ...]) -> None:
+        """Finals another replica sent for this session (it was taken over): sent again, like
+        this outbox's own, to the client that resumes."""
+        self._replay.extend(finals)
+
     async def resume(self, connection: Connection, first: list[ev.ServerEvent]) -> None:
         """Go on on a new connection: `first` is sent before the writer goes on (it waits,
         holding the first event not yet sent). A client that does not read it in time ends
@@ -178,6 +186,8 @@ class Outbox:
 
     async def _deliver(self, event: ev.ServerEvent, transmit: bool = True) -> None:
         try:
+            if self._journaled is not None and isinstance(event, ev.Final):
+                await self._journaled()
             forwarder = self._forwarder
             if forwarder is not None:
                 if isinstance(event, ev.Final):

@@ -138,6 +138,19 @@ class Policy:
         self.endpointer.feed(probs)
         self._discard_unneeded()
 
+    def resume_at(self, offset_s: float, segment_id: int, finals: list[Word]) -> None:
+        """Go on with a stream whose start another server decoded: its audio comes again from
+        `offset_s`, the next final is numbered `segment_id`, and `finals` (its last final
+        words) are what the windows are decoded after. Before any audio."""
+        if self._total or self._ended:
+            raise RuntimeError("resume_at() after audio")
+        at = round(offset_s * SAMPLE_RATE)
+        self._total = self._win_start = self._last_request_end = at
+        self._audio.start_at(at)
+        self.endpointer.start_at(at)
+        self._segment_id = segment_id
+        self._words.continue_after(finals)
+
     def flush(self) -> None:
         """Finalise everything received so far, as if the speaker paused."""
         self.endpointer.force_end(self._total)

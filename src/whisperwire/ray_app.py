@@ -76,16 +76,20 @@ class Whisperwire:
         model: DeploymentHandle | None = None,
         share: float = 1.0,
         board: DeploymentHandle | None = None,
+        sessions: DeploymentHandle | None = None,
     ) -> None:
         """`model`: the model deployment to decode through (None: load the model here), of
         whose replicas' workers this replica counts `share` as its own; `board`: the
-        deployment that gathers every replica's metrics (`ray_metrics`)."""
+        deployment that gathers every replica's metrics (`ray_metrics`); `sessions`: the
+        board of every replica's sessions, for taking over those of a replica that died
+        (`ray_sessions`)."""
         self.settings = load_settings(**settings)
         # Ray's worker runs already: its threads keep their arenas; the server's share these
         limit_arenas(self.settings.malloc_arenas)
         self.model = model
         self.share = share
         self.board = board
+        self.sessions = sessions
         self._pusher: asyncio.Task[None] | None = None  # keeps the push task referenced
         self.state: Any = None  # the server's App, once built
 
@@ -132,7 +136,13 @@ class Whisperwire:
                 return bytes(await board.merged.remote())
 
             self._pusher = asyncio.create_task(self._push_metrics(board, name, metrics))
-        app = create_app(settings, engine, forwarder, metrics, name, exposition)
+        link = None
+        if self.sessions is not None and settings.resume_window_s > 0:
+            from whisperwire.ray_sessions import BoardLink
+
+            link = BoardLink(self.sessions, name)
+            link.start()
+        app = create_app(settings, engine, forwarder, metrics, name, exposition, link)
         self.state = app.state.whisperwire
         return app
 
@@ -199,14 +209,17 @@ def application(settings: Settings) -> Application:
 
     forward_config(settings)  # named here, not in each replica's failure to start
     from whisperwire.ray_metrics import MetricsBoard
+    from whisperwire.ray_sessions import BEAT_S, SessionBoard
 
     given = replica_settings(settings)
     board = MetricsBoard.bind()
+    # a dead replica's journals are kept as long as its clients may take to resume
+    sessions = SessionBoard.bind(settings.resume_window_s + 2 * BEAT_S)
     if not settings.ray_model_replicas:
-        return deployment(settings).bind(given, board=board)
+        return deployment(settings).bind(given, board=board, sessions=sessions)
     share = settings.ray_model_replicas / settings.ray_replicas  # of the model's workers
     model = model_deployment(settings).bind(given)
-    return deployment(settings).bind(given, model, share, board)
+    return deployment(settings).bind(given, model, share, board, sessions)
 
 
 def settings_from(args: dict[str, Any]) -> Settings:

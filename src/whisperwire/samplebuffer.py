@@ -34,6 +34,12 @@ class SampleBuffer:
         self._data[self._end : self._end + n] = samples
         self._end += n
 
+    def start_at(self, position: int) -> None:
+        """The next sample appended is at `position` (while nothing is kept)."""
+        if len(self):
+            raise ValueError("start_at() while samples are kept")
+        self.start = position
+
     def window(self, start: int, stop: int) -> np.ndarray:
         """A copy of the samples in [start, stop), absolute positions within the kept audio."""
         if not self.start <= start <= stop <= self.stop:

@@ -20,6 +20,7 @@ from whisperwire import protocol as proto
 from whisperwire.access import KeyCheck, client_address
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.journal import Journal, JournalLink
 from whisperwire.limits import MemoryBudget, PerAddress
 from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
@@ -63,6 +64,7 @@ class App:
         forwarder: Forwarder | None = None,
         metrics: Metrics | None = None,
         server: str = "",
+        journal: JournalLink | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -106,6 +108,7 @@ class App:
             load=self.load,
             metrics=self.metrics,
             server=server,
+            journal=journal,
         )
         self.sessions: dict[str, Session] = {}
         self.transports: dict[Peer, asyncio.Transport] = {}  # filled by websocket_protocol
@@ -221,11 +224,14 @@ def create_app(
     metrics: Metrics | None = None,
     server: str = "",
     exposition: Callable[[], Awaitable[bytes]] | None = None,
+    journal: JournalLink | None = None,
 ) -> FastAPI:
     """The app; `metrics` is the registry the forwarder reports to, if it was given one;
     `server` names this one among replicas (in `ready` and /health); `exposition`, where
-    given, makes the page /metrics serves (every replica's, on Ray) instead of `metrics`."""
-    state = App(settings, engine, forwarder, metrics, server)
+    given, makes the page /metrics serves (every replica's, on Ray) instead of `metrics`;
+    `journal`, the board of the replicas' sessions (Ray), where a session whose replica
+    died is taken over from."""
+    state = App(settings, engine, forwarder, metrics, server, journal)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -365,6 +371,11 @@ def create_app(
         if resumed is not None:  # admitted when it first connected
             await serve_session(ws, resumed)
             return
+        journal = state.services.journal
+        lost = await journal.claim(resume) if resume and journal is not None else None
+        if lost is not None:  # its replica died: this one goes on with it (admitted before)
+            await serve_session(ws, None, resume, lost)
+            return
         full = len(state.sessions) >= settings.max_sessions
         if full and not (idle and state.make_room(min(idle, QUIET_YIELD_S))):
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
@@ -387,12 +398,16 @@ def create_app(
             per_address.release(address)
 
     async def serve_session(
-        ws: WebSocket, resumed: Session | None, resume: str | None = None
+        ws: WebSocket,
+        resumed: Session | None,
+        resume: str | None = None,
+        lost: Journal | None = None,
     ) -> None:
         """Run one connection: a new session (`resumed` None; `resume` the id the client
-        asked for, if it could not be resumed) or a dropped one taken up again."""
+        asked for, if it could not be resumed), a dropped one taken up again, or the session
+        of a replica that died (`lost`, its journal)."""
         load = state.load
-        if resumed is None and not load.admit_stream():
+        if resumed is None and lost is None and not load.admit_stream():
             retry = load.retry_after_s()
             message = (
                 f"the server is at its capacity of {load.capacity()} live streams within "
@@ -421,16 +436,19 @@ def create_app(
                 query["format"] = "deepgram"
             elif ws.url.path == openai_realtime.PATH:  # its settings come by session.update
                 query = {"format": openai_realtime.FORMAT, "intent": "transcription"}
-            session = Session(state.services, ws.send_text, close, query, abort)
+            session = Session(state.services, ws.send_text, close, query, abort, lost)
             state.sessions[session.id] = session
             load.stream_opened(session.id)
-            log.info("session %s opened from %s", session.id, ws.client)
+            how = "taken over" if lost is not None else "opened"
+            log.info("session %s %s from %s", session.id, how, ws.client)
         dropped = False  # the connection went without the client's close frame
         try:
+            last = ws.query_params.get("last_segment", "")
+            segment = int(last) if last.isdigit() and len(last) < 10 else None
             if resumed is not None:
-                last = ws.query_params.get("last_segment", "")
-                segment = int(last) if last.isdigit() and len(last) < 10 else None
                 await session.attach(ws.send_text, close, abort, segment)
+            elif lost is not None:
+                await session.open_taken_over(segment)
             else:
                 await session.open()
                 if resume:

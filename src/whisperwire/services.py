@@ -13,6 +13,7 @@ from whisperwire import protocol as proto
 from whisperwire.clips import MAX_CLIP_SECONDS
 from whisperwire.engine import Engine
 from whisperwire.forward import Forwarder
+from whisperwire.journal import JournalLink
 from whisperwire.limits import MemoryBudget
 from whisperwire.load import LoadMonitor
 from whisperwire.metrics import Metrics
@@ -44,6 +45,7 @@ class Services:
     clock: proto.Clock = proto.utc_now  # stamps every event sent
     server: str = ""  # this server's name among replicas, in `ready` and /health; "": none
     metrics: Metrics = field(default_factory=Metrics)  # the server's; default: one of its own
+    journal: JournalLink | None = None  # Ray Serve: the board its sessions are told to
 
 
 Timed = tuple[Hypothesis, float, bool]  # a decode's words, its seconds, whether it ran solo

@@ -17,6 +17,7 @@ from typing import Any
 
 from whisperwire import protocol as proto
 from whisperwire.clips import ClipQueue
+from whisperwire.journal import Journal, SessionJournal
 from whisperwire.outbox import Close, Connection, Outbox, SendText
 from whisperwire.pipeline import AudioPipeline
 from whisperwire.policy import DecodeRequest, Hypothesis, Policy
@@ -25,6 +26,7 @@ from whisperwire.protocol.openai_realtime_session import Settings
 from whisperwire.scheduler import Overloaded
 from whisperwire.services import Services, batchable, timed_batch, timed_decode
 from whisperwire.wire import wire_event
+from whisperwire.words import Word
 
 log = logging.getLogger("whisperwire.session")
 
@@ -40,8 +42,11 @@ class Session:
         close: Close,
         query: dict[str, str] | None = None,
         abort: Callable[[], None] | None = None,
+        taken_over: Journal | None = None,
     ) -> None:
-        self.id = str(uuid.uuid4())
+        """`taken_over`: the journal of a session another replica held, to go on with (its
+        query, not `query`)."""
+        self.id = taken_over.session_id if taken_over is not None else str(uuid.uuid4())
         self.services = services
         self._tasks: set[asyncio.Task[None]] = set()  # `end` behind clips
         config = proto.StreamConfig(language=services.default_language, task=services.default_task)
@@ -64,8 +69,11 @@ class Session:
             services.forward_wait_s,
             services.write_timeout_s,
             sent=lambda event: self.metrics.sent(event, time.monotonic()),
+            journaled=self._journaled,
         )
-        self._query = query or {}
+        self._query = taken_over.query if taken_over is not None else query or {}
+        self._taken_over = taken_over
+        self._journal: SessionJournal | None = None  # told to the board (Ray Serve)
         self.policy = Policy(services.policy_config)
         self._pipeline: AudioPipeline | None = None
         self._clips: ClipQueue | None = None  # made on the session's first `audio` message
@@ -86,6 +94,43 @@ class Session:
 
     async def open(self) -> None:
         """Apply query parameters and greet; a bad parameter is an error, not a refusal."""
+        await self._start()
+        engine = self.services.engine
+        config = ev.SessionConfig(
+            **self.codec.config.model_dump(),
+            max_message_bytes=self.services.max_message_bytes,
+            model=engine.name,
+            languages="all" if engine.multilingual else sorted(engine.languages),
+        )
+        message = "ready: send PCM as binary frames, or JSON messages"
+        server = self.services.server or ev.UNSET
+        await self.send(ev.Ready(session_id=self.id, message=message, config=config, server=server))
+
+    async def open_taken_over(self, last_segment: int | None) -> None:
+        """Go on with the session of the journal given at construction, whose replica is
+        gone: its settings, then a greeting as on a resume, the finals after `last_segment`
+        again, and the audio from the journal's offset, decoded after its last final words."""
+        journal = self._taken_over
+        assert journal is not None
+        self.out.detach()  # the writer waits for the greeting
+        await self._start()
+        self.codec.config = proto.StreamConfig.model_validate(journal.config)
+        self.codec.audio_started = True  # its format stays the stream's
+        self._sync_options()
+        words = [
+            Word(w.word, w.start, w.end, w.probability) for f in journal.finals for w in f.words
+        ]
+        self.policy.resume_at(journal.offset_s, journal.next_segment, words)
+        self.received_s = journal.offset_s
+        self.out.sent_before(journal.finals)
+        if self._journal is not None:
+            self._journal.next_segment = journal.next_segment
+        log.info("session %s taken over from its lost replica", self.id)
+        connection = self.out.connection
+        await self.attach(connection.send_text, connection.close, connection.abort, last_segment)
+
+    async def _start(self) -> None:
+        """Start the writer, apply the query and settle the settings."""
         self.out.start()
         try:
             self.codec.apply_query(self._query)
@@ -99,16 +144,13 @@ class Session:
         self._sync_options()
         if self.services.forwarder is not None:
             self.services.forwarder.attach(self.id, self.send)
-        engine = self.services.engine
-        config = ev.SessionConfig(
-            **self.codec.config.model_dump(),
-            max_message_bytes=self.services.max_message_bytes,
-            model=engine.name,
-            languages="all" if engine.multilingual else sorted(engine.languages),
-        )
-        message = "ready: send PCM as binary frames, or JSON messages"
-        server = self.services.server or ev.UNSET
-        await self.send(ev.Ready(session_id=self.id, message=message, config=config, server=server))
+        link = self.services.journal
+        if (
+            link is not None
+            and self.services.resume_window_s > 0
+            and self.codec.dialect.name == "json"
+        ):
+            self._journal = SessionJournal(self.id, link.holder, self._query)
 
     @property
     def resumable(self) -> bool:
@@ -161,6 +203,8 @@ class Session:
             task.cancel()
         await self.out.stop()  # what is queued still reaches the forwarder
         self.metrics.closed()
+        if self._journal is not None and self.services.journal is not None:
+            self.services.journal.forget(self.id)
         if self.services.forwarder is not None:
             await self.services.forwarder.end_session(self.id)
 
@@ -376,11 +420,29 @@ class Session:
                 continue
             if isinstance(event, ev.Final):
                 self.metrics.final_made(event.segment_id, event.end, self.policy.needed_from_s)
+                if self._journal is not None:
+                    self._journal.final(event)
             if isinstance(event, ev.Ended) and self._clips is not None:
                 # Clips sent before `end` are answered first; nothing follows `end`.
                 self._spawn(self._end_after_clips(event))
                 continue
             self.out.put(event)
+        self._tell_journal()
+
+    def _tell_journal(self) -> None:
+        """Tell the board (Ray Serve) what another replica would need to go on, when due."""
+        link = self.services.journal
+        if self._journal is None or link is None:
+            return
+        config = self.codec.config.model_dump()
+        update = self._journal.update(config, self.policy.needed_from_s, time.monotonic())
+        if update is not None:
+            link.record(update)
+
+    async def _journaled(self) -> None:
+        """Returns once the board has every update told so far (a final leaves after it)."""
+        if self._journal is not None and self.services.journal is not None:
+            await self.services.journal.flushed()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` beside the session, holding its task until it is done."""

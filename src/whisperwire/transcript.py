@@ -40,6 +40,17 @@ class Transcript:
             self.committed_end = word.end
             self.count += 1
 
+    def continue_after(self, finals: list[Word]) -> None:
+        """Go on from the final words of a stream taken over mid-way (another server's): the
+        context the next windows are decoded after, and where their new words begin."""
+        if self.count:
+            raise ValueError("continue_after() once words are committed")
+        self.finals.extend(finals)
+        self.recent = list(finals[-8:])
+        self.count = len(finals)
+        if finals:
+            self.final_end = self.committed_end = finals[-1].end
+
     def phrase_cut(self, now: float, max_hold_s: float) -> int:
         """How many held words become final: all once held `max_hold_s`, else to a phrase end."""
         if now - self.held_since >= max_hold_s:

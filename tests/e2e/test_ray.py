@@ -9,10 +9,12 @@ fail in CI (CI=true), where the lock installs it.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import support
 from support import (
@@ -216,3 +218,76 @@ def gone(ws: Any) -> bool:
         return False
     except ConnectionClosed:
         return True
+
+
+def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_repeated(
+    ray_server: Server,
+) -> None:
+    """The replica under a session is killed mid-stream: its client gets 1012, reconnects with
+    `?resume=`, and another replica takes the session over from the board of journals: the
+    finals the client missed come again, it sends the audio again from the greeting's
+    `audio_offset`, and the finals of both connections make the uninterrupted transcript."""
+    from websockets.sync.client import connect
+
+    before = support.replicas_answering(ray_server, 2, timeout=180)
+    assert len(before) == 2, before
+    samples = load_audio(support.audio_root() / "longform" / LONG[1])
+    pcm16 = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    half = len(pcm16) // 2
+    finals: dict[str, dict[int, str]] = {}
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, tuple[Any, str]] = {}  # session id -> (connection, replica)
+        for _ in range(6):  # until each replica holds a session, one each
+            ws = stack.enter_context(connect(ray_server.url, max_size=None, open_timeout=30))
+            ready = support.recv_json(ws)
+            if server_of_ready(ready) in {name for _, name in sessions.values()}:
+                ws.close()
+                continue
+            sessions[ready["session_id"]] = (ws, server_of_ready(ready))
+            if len(sessions) == 2:
+                break
+        assert {name for _, name in sessions.values()} == before, sessions
+        for ws, _ in sessions.values():
+            for start in range(0, half, 1600):
+                ws.send(pcm16[start : start + 1600].tobytes())
+        for sid, (ws, _) in sessions.items():  # two finals each, at least
+            finals[sid] = {}
+            while len(finals[sid]) < 2:
+                message = support.recv_json(ws, timeout=120)
+                if message["type"] == "final":
+                    finals[sid][message["segment_id"]] = message["text"]
+        (victim,) = support.ray_replica_processes()[:1]
+        victim.kill()
+        time.sleep(3)
+        closed = [sid for sid, (ws, _) in sessions.items() if gone(ws)]
+        assert len(closed) == 1, closed
+        (lost,) = closed
+        ws, holder = sessions[lost]
+        assert ws.close_code == LOST_REPLICA_CODE, (ws.close_code, ws.close_reason)
+        last = max(finals[lost])  # those read before the close (`gone` drops the rest)
+    query = f"?resume={lost}&last_segment={last}"
+    with connect(ray_server.url + query, max_size=None, open_timeout=60) as ws:
+        greeting = support.recv_json(ws, timeout=60)
+        assert greeting.get("resumed") is True, greeting
+        assert greeting["session_id"] == lost and greeting["server"] != holder, greeting
+        offset = int(round(greeting["audio_offset"] * 16000))
+        assert 0 <= offset <= half + 16, (offset, half)
+        for start in range(offset, len(pcm16), 1600):
+            ws.send(pcm16[start : start + 1600].tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        while (message := support.recv_json(ws, timeout=180))["type"] != "end":
+            if message["type"] == "final":
+                segment = message["segment_id"]
+                assert segment > last, f"final {segment} came again, the client had it"
+                finals[lost][segment] = message["text"]
+    got = [finals[lost][i] for i in sorted(finals[lost])]
+    assert sorted(finals[lost]) == list(range(len(got))), "no segment missing"
+    whole = stream(ray_server.url, samples)
+    distance = wer([whole.text], [" ".join(got)])
+    print(
+        f"taken over by {greeting['server']} from {holder} at {offset / 16000:.2f} s "
+        f"(the client had sent {half / 16000:.2f} s, {last + 1} finals): "
+        f"WER {distance:.4f} against the uninterrupted run"
+    )
+    assert distance <= 0.05, (whole.text, got)
+    support.replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))

@@ -1000,3 +1000,36 @@ def test_a_seam_does_not_move_back_over_words_said_before_the_committed_end() ->
     drifted = [*again[:2], Word(" the", 12.8, 12.9), Word(" picture", 12.9, 13.2)]
     drifted.append(Word(" which", 13.2, 13.4))  # placed within the committed time
     assert seam(drifted, 13.44, recent) == 4
+
+
+def test_a_stream_taken_over_mid_way_goes_on_from_the_offset_with_every_word_once() -> None:
+    """Another server decoded the stream's start and died: a policy that `resume_at` its
+    offset, with its final words, decodes the audio sent again from there; together the two
+    say every word once, numbered on, in the stream's time."""
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
+    words += ["and", "runs", "far", "away", "into", "the", "woods"]
+    spoken = script(words, 1.0)
+    probs = vad_probs(10.0, [(1.0, 1.0 + 0.4 * len(words))])
+    first, fake = Policy(PolicyConfig(prompt_chars=200)), FakeWhisper(spoken, unstable_tail=False)
+    events: list = []
+    for t in np.arange(0.0, 4.0, 0.1):  # the first server: four seconds, decoding as it goes
+        feed_between(first, probs, t, t + 0.1)
+        events += drain(first, fake)
+    before = [e for e in events if isinstance(e, Final)]
+    assert before, "the first server made finals"
+    offset = first.needed_from_s
+    final_words = [w for f in before for w in f.words]
+
+    second = Policy(PolicyConfig(prompt_chars=200))
+    second.resume_at(offset, before[-1].segment_id + 1, final_words)
+    fake.requests.clear()
+    feed_between(second, probs, offset)
+    second.finish()
+    after = [e for e in drain(second, fake) if isinstance(e, Final)]
+    assert finals_text(before + after).split() == words
+    assert [f.segment_id for f in before + after] == list(range(len(before) + len(after)))
+    assert all(r.offset >= offset - 1e-9 for r in fake.requests)
+    assert after[0].start >= before[-1].end, "in the stream's time, after the last final"
+    # the audio sent again holds the region's final words: decoded again as context, said once
+    assert fake.requests[0].offset <= before[0].start
+    assert second.duration == pytest.approx(10.0, abs=0.05)

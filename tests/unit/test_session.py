@@ -19,6 +19,7 @@ from scripted import FakeWhisper, script, vad_probs
 from whisperwire import protocol as proto
 from whisperwire import session as session_module
 from whisperwire.endpointing import VAD_CHUNK
+from whisperwire.journal import Journal, JournalBook, Update
 from whisperwire.policy import DecodeRequest, PolicyConfig
 from whisperwire.scheduler import Scheduler
 from whisperwire.services import Services
@@ -283,3 +284,115 @@ def test_shutdown_while_audio_arrives_finalises_once_without_errors() -> None:
     assert "error" not in kinds, [m for m in received if m["type"] == "error"]
     assert kinds[-2:] == ["end", "closed"] and received[-1]["code"] == 1001
     assert finals(received), "the audio fed before the shutdown is transcribed"
+
+
+class BookLink:
+    """A replica's link to a board of journals, in memory (`journal.JournalLink`): what
+    `ray_sessions.BoardLink` does over Ray, without the transport. `alive` says whether a
+    holder lives, as the board asks Ray."""
+
+    def __init__(self, book: JournalBook, holder: str, alive: Callable[[str], bool]) -> None:
+        self.book, self.holder, self.alive = book, holder, alive
+        self.queued: list[Update | str] = []  # reach the board when flushed (or forgotten)
+
+    def record(self, update: Update) -> None:
+        self.queued.append(update)
+
+    def forget(self, session_id: str) -> None:
+        self.queued.append(session_id)
+        self._send()
+
+    async def flushed(self) -> None:
+        await asyncio.sleep(0.005)  # a round trip
+        self._send()
+
+    def _send(self) -> None:
+        for item in self.queued:
+            if isinstance(item, str):
+                self.book.forget(item, self.holder)
+            else:
+                self.book.record(item, 0.0)
+        self.queued.clear()
+
+    async def claim(self, session_id: str) -> Journal | None:
+        holder = self.book.holder(session_id)
+        if holder is None or holder == self.holder or self.alive(holder):
+            return None
+        return self.book.take(session_id, holder, self.holder, 0.0)
+
+
+def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -> None:
+    """Replica a streams 4 s of a session and dies; its client had every final that the
+    board had (a final leaves once the board has it) and resumes on replica b, which takes
+    the journal over: the finals it missed come again, audio from the greeting's offset is
+    decoded after the last final words, and the two connections say every word once."""
+    book = JournalBook(keep_s=60.0)
+    speech = vad_probs(9.0, [(0.5, 7.3)])
+    spoken = script(WORDS, 0.5, per_word=0.45)
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    dead: set[str] = set()
+
+    def client(received: list[dict[str, Any]]) -> Callable[[str], Any]:
+        async def send_text(frame: str) -> None:
+            message = json.loads(frame)
+            if message["type"] == "final":  # the board had it before the client
+                journal = book._entries[message_session[0]].finals
+                assert message["segment_id"] in journal, message
+            received.append(message)
+
+        return send_text
+
+    async def close(code: int, reason: str) -> None:
+        pass
+
+    message_session: list[str] = []
+
+    async def main() -> None:
+        scheduler = Scheduler(workers=1)
+        engine = ScriptedEngine(FakeWhisper(spoken, unstable_tail=False), lambda r, c: False)
+        window = {"resume_window_s": 30.0}
+        on_a = scripted_services(
+            engine, scheduler, journal=BookLink(book, "a", lambda h: h not in dead), **window
+        )
+        a = Session(on_a, client(first), close)
+        message_session.append(a.id)
+        await a.open()
+        a._pipeline = ScriptedPipeline(speech)  # type: ignore[assignment]
+        for _ in range(40):  # 4 s of audio, decoded as it comes
+            await a.receive_bytes(bytes(3200))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        for task in list(a._decoding):  # replica a dies: nothing more of it runs
+            task.cancel()
+        a.out.closed = True
+        dead.add("a")
+        last = max(m["segment_id"] for m in first if m["type"] == "final")
+        on_b = scripted_services(
+            engine, scheduler, journal=BookLink(book, "b", lambda h: h not in dead), **window
+        )
+        journal = await on_b.journal.claim(a.id)
+        assert journal is not None and journal.offset_s <= 4.0
+        b = Session(on_b, client(second), close, taken_over=journal)
+        await b.open_taken_over(last - 1)  # the client missed its last final
+        offset = int(journal.offset_s * 16000) // VAD_CHUNK
+        b._pipeline = ScriptedPipeline(speech[offset:])  # type: ignore[assignment]
+        for _ in range((len(speech) - offset) * VAD_CHUNK // 1600):
+            await b.receive_bytes(bytes(3200))
+            await asyncio.sleep(0.002)
+        await b.receive_text(json.dumps({"type": "end"}))
+        await asyncio.wait_for(b.out.ended.wait(), 30)
+        await b.closed()
+        scheduler.close()
+        assert book.holder(a.id) is None, "forgotten once it ended"
+
+    asyncio.run(main())
+    greeting = second[0]
+    assert greeting["resumed"] is True and greeting["audio_offset"] <= 4.0
+    had = {m["segment_id"]: m["text"] for m in first if m["type"] == "final"}
+    again = [m for m in second if m["type"] == "final"]
+    assert again[0]["segment_id"] == max(had), "the final the client missed comes again"
+    said = {**had, **{m["segment_id"]: m["text"] for m in again}}
+    assert sorted(said) == list(range(len(said)))
+    assert " ".join(said[i] for i in sorted(said)) == " ".join(WORDS)
+    assert second[-1]["type"] == "end"
