@@ -44,7 +44,7 @@ from whisperwire.openai_formats import (
 from whisperwire.scheduler import Overloaded
 
 if TYPE_CHECKING:
-    from whisperwire.server import App
+    from whisperwire.server_state import App
 
 log = logging.getLogger("whisperwire.openai_api")
 

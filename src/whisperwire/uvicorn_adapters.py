@@ -15,7 +15,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 if TYPE_CHECKING:
-    from whisperwire.server import App
+    from whisperwire.server_state import App
 
 log = logging.getLogger("whisperwire.server")
 

@@ -161,9 +161,11 @@ def test_slow_handshakes_and_a_client_that_stops_reading_are_dropped(tmp_path: P
 def test_idle_connections_give_way_to_a_new_client(tmp_path: Path) -> None:
     """200 connections that send nothing: --max-sessions (64) are admitted, the rest refused
     at once; once they have been quiet for 10 s, a new client takes the slot of one of them
-    (told IDLE_TIMEOUT, closed 1008) and transcribes. (--max-lag 60: admission by load,
-    which counts a new session as a live stream for its first seconds, is another test's.)"""
-    srv = start_server(tmp_path, "--max-lag", "60")
+    (told IDLE_TIMEOUT, closed 1008) and transcribes. (Admission by load, which counts a new
+    session as a live stream for its first seconds, is another test's: --max-lag 3600 keeps
+    it out of the way. At 60 it admitted 37-40 on a 2-core Intel VM, where decodes measured
+    slower than the machines this test passed on.)"""
+    srv = start_server(tmp_path, "--max-lag", "3600")
     idle, refused = [], 0
     connections = contextlib.ExitStack()
     try:
