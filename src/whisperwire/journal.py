@@ -31,9 +31,9 @@ __all__ = [
     "Update",
 ]
 
-MAX_FINALS = 100  # finals kept per session, for a client that resumes on another replica
+MAX_FINALS = 50  # finals kept per session, for a client that resumes on another replica
 MOVED_S = 1.0  # the offset moved this far: an update, at most once per this many seconds
-MAX_SESSIONS = 10_000  # journals a board keeps; past it the least recently updated go
+MAX_SESSIONS = 2_000  # journals a board keeps; past it the least recently updated go
 FORGOTTEN = 10_000  # ended sessions remembered, so that an update arriving late is ignored
 
 
