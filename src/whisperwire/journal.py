@@ -16,10 +16,11 @@ board's (`JournalBook`, every session's journal, bounded); no Ray, no clock of i
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from whisperwire import protocol as proto
 from whisperwire.protocol import events as ev
 
 __all__ = [
@@ -93,7 +94,7 @@ class SessionJournal:
         self.next_segment = 0
         self._new: list[ev.Final] = []
         self._seq = 0
-        self._config: dict[str, Any] | None = None
+        self._config: proto.StreamConfig | None = None
         self._offset = -math.inf
         self._at = -math.inf
 
@@ -101,8 +102,8 @@ class SessionJournal:
         self._new.append(event)
         self.next_segment = event.segment_id + 1
 
-    def update(self, config: dict[str, Any], offset_s: float, now: float) -> Update | None:
-        """The update due now, or None."""
+    def update(self, config: proto.StreamConfig, offset_s: float, now: float) -> Update | None:
+        """The update due now, or None (asked after every frame: cheap when none is due)."""
         moved = offset_s - self._offset >= MOVED_S and now - self._at >= MOVED_S
         if not (self._new or moved or config != self._config):
             return None
@@ -110,8 +111,8 @@ class SessionJournal:
         finals, self._new = tuple(self._new), []
         self._config, self._offset, self._at = config, offset_s, now
         return Update(
-            *(self.session_id, self.holder, self._seq, self.query, config, offset_s),
-            *(self.next_segment, finals),
+            *(self.session_id, self.holder, self._seq, self.query, config.model_dump()),
+            *(offset_s, self.next_segment, finals),
         )
 
 
@@ -119,7 +120,7 @@ class SessionJournal:
 class _Entry:
     holder: str
     seq: int
-    journal: Journal
+    journal: Journal  # its finals empty: they are `finals`, merged by segment id
     finals: dict[int, ev.Final] = field(default_factory=dict)
 
 
@@ -132,8 +133,7 @@ class JournalBook:
         self.keep_s = keep_s
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._beats: dict[str, float] = {}  # replica -> when it was last heard
-        self._forgotten: deque[str] = deque(maxlen=FORGOTTEN)
-        self._forgotten_set: set[str] = set()
+        self._forgotten: OrderedDict[str, None] = OrderedDict()  # ended, oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -148,18 +148,19 @@ class JournalBook:
     def record(self, update: Update, now: float) -> None:
         self.beat(update.holder, now)
         sid = update.session_id
-        if sid in self._forgotten_set:
+        if sid in self._forgotten:
             return  # ended; this update came late
         entry = self._entries.get(sid)
         if entry is not None and entry.holder != update.holder:
             return  # taken over by another replica: the old holder is gone
-        journal = Journal(
-            sid, update.query, update.config, update.offset_s, update.next_segment, ()
-        )
-        if entry is None:
-            entry = self._entries[sid] = _Entry(update.holder, update.seq, journal)
-        elif update.seq > entry.seq:
-            entry.seq, entry.journal = update.seq, replace(journal, finals=entry.journal.finals)
+        if entry is None or update.seq > entry.seq:  # the newest settings and offset
+            journal = Journal(
+                sid, update.query, update.config, update.offset_s, update.next_segment, ()
+            )
+            if entry is None:
+                entry = self._entries[sid] = _Entry(update.holder, update.seq, journal)
+            else:
+                entry.seq, entry.journal = update.seq, journal
         self._entries.move_to_end(sid)
         if update.finals:
             entry.finals.update((f.segment_id, f) for f in update.finals)
@@ -173,11 +174,9 @@ class JournalBook:
         if entry is not None and entry.holder != holder:
             return  # another replica holds it now
         self._entries.pop(session_id, None)
-        if session_id not in self._forgotten_set:
-            if len(self._forgotten) == self._forgotten.maxlen:
-                self._forgotten_set.discard(self._forgotten[0])
-            self._forgotten.append(session_id)
-            self._forgotten_set.add(session_id)
+        self._forgotten[session_id] = None
+        if len(self._forgotten) > FORGOTTEN:
+            self._forgotten.popitem(last=False)
 
     def holder(self, session_id: str) -> str | None:
         entry = self._entries.get(session_id)

@@ -434,7 +434,7 @@ class Session:
         link = self.services.journal
         if self._journal is None or link is None:
             return
-        config = self.codec.config.model_dump()
+        config = self.codec.config
         update = self._journal.update(config, self.policy.needed_from_s, time.monotonic())
         if update is not None:
             link.record(update)

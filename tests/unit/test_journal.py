@@ -4,9 +4,11 @@ session tells the board, and what the board keeps, gives over and forgets. No Ra
 from __future__ import annotations
 
 from whisperwire.journal import MAX_FINALS, MOVED_S, JournalBook, SessionJournal, Update
+from whisperwire.protocol import StreamConfig
 from whisperwire.protocol import events as ev
 
 CONFIG = {"sample_rate": 16000, "encoding": "s16le", "language": "en"}
+SETTINGS = StreamConfig(**CONFIG)
 
 
 def final(n: int, start: float = 0.0) -> ev.Final:
@@ -29,16 +31,16 @@ def update(
 
 def test_a_session_tells_the_board_of_each_final_a_change_and_a_moved_offset() -> None:
     journal = SessionJournal("s", "a", {"language": "en"})
-    first = journal.update(CONFIG, 0.0, now=0.0)
+    first = journal.update(SETTINGS, 0.0, now=0.0)
     assert first is not None and first.seq == 1 and first.finals == ()
-    assert journal.update(CONFIG, 0.5, now=0.5) is None, "nothing new, the offset barely moved"
+    assert journal.update(SETTINGS, 0.5, now=0.5) is None, "nothing new, the offset barely moved"
     journal.final(final(0))
-    made = journal.update(CONFIG, 0.5, now=0.6)
+    made = journal.update(SETTINGS, 0.5, now=0.6)
     assert made is not None and made.finals == (final(0),) and made.next_segment == 1
-    assert journal.update(CONFIG, 0.5 + MOVED_S, now=0.7) is None, "not twice a second"
-    moved = journal.update(CONFIG, 0.5 + MOVED_S, now=0.6 + MOVED_S)
+    assert journal.update(SETTINGS, 0.5 + MOVED_S, now=0.7) is None, "not twice a second"
+    moved = journal.update(SETTINGS, 0.5 + MOVED_S, now=0.6 + MOVED_S)
     assert moved is not None and moved.finals == () and moved.seq == 3
-    changed = journal.update({**CONFIG, "language": "de"}, 1.5, now=2.0)
+    changed = journal.update(StreamConfig(**{**CONFIG, "language": "de"}), 1.5, now=2.0)
     assert changed is not None and changed.config["language"] == "de"
 
 
