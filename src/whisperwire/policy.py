@@ -14,7 +14,7 @@ How text becomes final:
   audio is decoded every `step_s` of new audio (the session may stretch the step under
   load). Words that will not change are committed: held as the partial's `stable` prefix
   until a phrase ends (punctuation) or `max_hold_s` passes, then emitted as a `Final`, never
-  revised. Which words, `commit` decides:
+  revised. Which words (`commit.py`), the `commit` setting decides:
   - `"one-pass"` (the default): a word is committed after a single decode when it ends at
     least `guard_s` before the end of the audio decoded and Whisper gave it at least
     `min_probability` (or, if `max_age_s` is set, once it is that old), the idea of
@@ -46,6 +46,7 @@ from typing import Literal
 
 import numpy as np
 
+from whisperwire.commit import commit_count
 from whisperwire.endpointing import SAMPLE_RATE, Endpointer, Region
 from whisperwire.language_choice import LanguageChoice
 from whisperwire.policy_config import PolicyConfig
@@ -65,12 +66,7 @@ from whisperwire.transcript import Transcript
 from whisperwire.words import (
     Hypothesis,
     Word,
-    checked_prefix,
-    common_prefix,
-    confident_prefix,
-    ending_by,
     full_window_cut,
-    heard_prefix,
     join_words,
     seam,
     surer_of,
@@ -309,24 +305,10 @@ class Policy:
         elif request.kind == "cap":
             self._commit_cap(new, window_end)
         else:
-            if request.kind == "commit":
-                self._thorough = False
-                agreed = min(ending_by(new, window_end - self.config.guard_s), heard_prefix(new))
-            elif self.config.commit == "one-pass":
-                cfg = self.config
-                agreed = confident_prefix(
-                    new,
-                    window_end,
-                    cfg.guard_s,
-                    cfg.min_probability,
-                    cfg.max_age_s,
-                    cfg.sure_guard_s,
-                    cfg.sure_probability,
-                )
-                if not cfg.commit_failed_segments:
-                    agreed = min(agreed, checked_prefix(new, hypothesis.failed))
-            else:
-                agreed = common_prefix(self._tail, new)
+            thorough = request.kind == "commit"
+            self._thorough = self._thorough and not thorough
+            cfg, failed = self.config, hypothesis.failed
+            agreed = commit_count(cfg, thorough, new, self._tail, window_end, failed)
             self._words.commit(new[:agreed], window_end)
             self._tail = new[agreed:]
             self._finalize(self._words.phrase_cut(window_end, self.config.max_hold_s))

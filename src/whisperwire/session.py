@@ -17,21 +17,18 @@ from typing import Any
 
 from whisperwire import protocol as proto
 from whisperwire.clips import ClipQueue
+from whisperwire.decodes import Decodes
 from whisperwire.journal import Journal, SessionJournal
 from whisperwire.outbox import Close, Connection, Outbox, SendText
 from whisperwire.pipeline import AudioPipeline
-from whisperwire.policy import DecodeRequest, Hypothesis, Policy
+from whisperwire.policy import Policy
 from whisperwire.protocol import events as ev
 from whisperwire.protocol.openai_realtime_session import Settings
-from whisperwire.scheduler import Overloaded
-from whisperwire.services import Services, batchable, timed_batch, timed_decode
+from whisperwire.services import Services
 from whisperwire.wire import wire_event
 from whisperwire.words import Word
 
 log = logging.getLogger("whisperwire.session")
-
-DECODE_ATTEMPTS = 3  # tries of a region's final window before its audio is reported lost
-RETRY_DELAY_S = 0.5  # before the second try; doubles after each failure
 
 
 class Session:
@@ -77,11 +74,8 @@ class Session:
         self.policy = Policy(services.policy_config)
         self._pipeline: AudioPipeline | None = None
         self._clips: ClipQueue | None = None  # made on the session's first `audio` message
-        self._decoding: set[asyncio.Task[None]] = set()  # decodes running (or backing off)
-        self._decoded = asyncio.Event()  # set after each decode (for a paused reader)
+        self.decodes = Decodes(self.id, services, lambda: self.policy, self.out, self._queue_events)
         self._told_backlog = False
-        self._failures = 0  # decodes failed in a row
-        self._final_failures = 0  # of them, tries of a region's last window
         # The audio pipeline and the policy are fed by one task at a time: the receive loop's
         # frames, and `end` (the client's, or the server's on shutdown or idle timeout).
         self._feeding = asyncio.Lock()
@@ -199,8 +193,7 @@ class Session:
 
     async def closed(self) -> None:
         """The connection is gone: stop work nobody will read."""
-        for task in list(self._decoding):
-            task.cancel()
+        self.decodes.cancel()
         await self.out.stop()  # what is queued still reaches the forwarder
         self.metrics.closed()
         if self._journal is not None and self.services.journal is not None:
@@ -268,7 +261,7 @@ class Session:
             seconds = len(frame.data) / width / frame.sample_rate
             self.received_s += seconds
             self.metrics.audio(seconds, self.received_s, arrived, self.policy.needed_from_s)
-        self._pump()
+        self.decodes.pump()
 
     async def receive_text(self, text: str) -> None:
         self.last_heard = time.monotonic()
@@ -292,7 +285,7 @@ class Session:
         elif isinstance(message, proto.Flush):
             if not self.policy.finished:
                 self.policy.flush()
-                self._pump()
+                self.decodes.pump()
         elif isinstance(message, proto.End):
             await self._end()
         elif isinstance(message, proto.ClipAudio):
@@ -308,7 +301,7 @@ class Session:
                 if len(samples):
                     self.policy.feed(samples, probs)
             self.policy.finish()
-        self._pump()
+        self.decodes.pump()
 
     def _sync_options(self) -> None:
         config = self.codec.config
@@ -334,84 +327,6 @@ class Session:
         )
 
     # ---- decoding
-
-    def _pump(self) -> None:
-        """Queue what the policy has to say and start its next decode if it wants one."""
-        self._queue_events()
-        load = self.services.load
-        if load is not None:  # the cadence and the decodes at once the machine's load allows
-            streams = load.live_streams  # one count of the live streams for both
-            self.policy.step_s = load.step(streams)
-            # after a failure, one decode at a time, each after its back-off
-            self.policy.max_in_flight = 1 if self._failures else load.parallel(streams)
-        while len(self._decoding) < self.policy.max_in_flight:
-            request = self.policy.next_request()
-            if request is None:
-                self._queue_events()
-                break
-            task = asyncio.create_task(self._decode(request))
-            self._decoding.add(task)
-            task.add_done_callback(self._decoding.discard)
-
-    async def _decode(self, request: DecodeRequest) -> None:
-        engine = self.services.engine
-
-        try:
-            hypothesis, seconds, solo = await self.services.scheduler.run(
-                self.id,
-                timed_decode(engine, request),
-                batchable(engine, request, timed_batch(engine)),
-                kind=request.kind,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client must hear about it
-            await self._decode_failed(request, exc)
-        else:
-            if self.services.load is not None and not solo:  # what the workers take
-                self.services.load.record(request.kind, seconds)
-            self._failures = self._final_failures = 0
-            try:
-                self.policy.apply(request, hypothesis)
-            except Exception:  # a bug of ours: said, with its words' time span, not hidden
-                ref = proto.incident()
-                log.exception("session %s: applying a decode failed [incident %s]", self.id, ref)
-                message = (
-                    f"the server failed on the transcript of {request.offset:.2f}-"
-                    f"{request.end:.2f} s (incident {ref} in its log)"
-                )
-                self.out.put(ev.Error(code=proto.INTERNAL_ERROR, message=message))
-        self._decoding.discard(asyncio.current_task())  # type: ignore[arg-type]
-        self._decoded.set()
-        self._pump()
-
-    async def _decode_failed(self, request: DecodeRequest, exc: Exception) -> None:
-        """Keep the audio and try again later; only a region's last window, failing
-        `DECODE_ATTEMPTS` times in a row, is given up, with an error naming its time span."""
-        self._failures += 1
-        if isinstance(exc, Overloaded):
-            code, what = proto.OVERLOADED, f"decode postponed: {exc}"
-        else:
-            ref = proto.incident()
-            log.error("session %s: decode failed [incident %s]", self.id, ref, exc_info=exc)
-            code, what = proto.TRANSCRIPTION_ERROR, f"decoding failed (incident {ref})"
-        if request.kind in ("final", "cap"):  # the decodes whose audio is not decoded again
-            self._final_failures += 1
-        if self._final_failures >= DECODE_ATTEMPTS:
-            span = f"from {request.offset:.2f} s to {request.end:.2f} s"
-            lost = f"the audio {span} could not be transcribed"
-            self.out.put(
-                ev.Error(code=code, message=f"{what}; {lost} after {DECODE_ATTEMPTS} attempts")
-            )
-            self._failures = self._final_failures = 0
-            self.policy.apply(request, Hypothesis([], None))
-            return
-        if self._failures == 1:  # once per run of failures
-            self.out.put(
-                ev.Error(code=code, message=f"{what}; the audio is kept and decoded again")
-            )
-        self.policy.release(request)
-        await asyncio.sleep(RETRY_DELAY_S * 2 ** min(self._failures - 1, 4))
 
     def _queue_events(self) -> None:
         """Move the policy's events to the outbox at once: nothing can come between them."""
@@ -482,16 +397,16 @@ class Session:
                     f"than {limit:g} s of it waits (the server's --max-backlog); nothing is "
                     "dropped",
                 )
-            self._decoded.clear()
-            self._pump()
+            self.decodes.decoded.clear()
+            self.decodes.pump()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._decoded.wait(), 1.0)
+                await asyncio.wait_for(self.decodes.decoded.wait(), 1.0)
 
     @property
     def in_hand(self) -> bool:
         """Is the server still working for this session (a decode, clips, unsent messages)?
         Such a session is not idle, however long its client stays quiet."""
-        decoding = bool(self._decoding)
+        decoding = bool(self.decodes.running)
         clips = self._clips is not None and self._clips.busy
         return decoding or clips or self.out.pending
 

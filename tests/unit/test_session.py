@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scripted import FakeWhisper, script, vad_probs
 
+from whisperwire import decodes as decodes_module
 from whisperwire import protocol as proto
-from whisperwire import session as session_module
 from whisperwire.endpointing import VAD_CHUNK
 from whisperwire.journal import Journal, JournalBook, Update
 from whisperwire.policy import DecodeRequest, PolicyConfig
@@ -151,7 +151,7 @@ def test_a_final_is_never_followed_by_a_partial_of_its_segment() -> None:
 
 
 def test_failed_decodes_are_retried_and_lose_no_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "RETRY_DELAY_S", 0.01)
+    monkeypatch.setattr(decodes_module, "RETRY_DELAY_S", 0.01)
 
     def fails(request: DecodeRequest, call: int) -> bool:
         return call % 3 != 0  # two failures before every success, finals included
@@ -168,7 +168,7 @@ def test_a_window_that_never_decodes_is_reported_by_its_time_span(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """When the model keeps failing, the session still ends, and says which audio it lost."""
-    monkeypatch.setattr(session_module, "RETRY_DELAY_S", 0.01)
+    monkeypatch.setattr(decodes_module, "RETRY_DELAY_S", 0.01)
     messages = converse(lambda request, call: True, SPEECH)
     lost = [
         m for m in messages if m["type"] == "error" and "could not be transcribed" in m["message"]
@@ -363,7 +363,7 @@ def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -
             await a.receive_bytes(bytes(3200))
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
-        for task in list(a._decoding):  # replica a dies: nothing more of it runs
+        for task in list(a.decodes.running):  # replica a dies: nothing more of it runs
             task.cancel()
         a.out.closed = True
         dead.add("a")
