@@ -346,6 +346,19 @@ def recv_json(ws: Any, timeout: float = 30, skip: Sequence[str] = ("partial",)) 
             return message
 
 
+def gone(ws: Any) -> bool:
+    """Whether the server has closed `ws` (its messages so far read and dropped)."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            ws.recv(timeout=0.5)
+    except TimeoutError:
+        return False
+    except ConnectionClosed:
+        return True
+
+
 @dataclass
 class Resumed:
     """A stream cut and resumed: the first connection's `ready`, each reconnection's, and the

@@ -204,11 +204,8 @@ def create_app(
         if resumed is not None:  # admitted when it first connected
             await serve_session(ws, resumed)
             return
-        journal = state.services.journal
-        lost = await journal.claim(resume) if resume and journal is not None else None
-        if lost is not None:  # its replica died: this one goes on with it (admitted before)
-            await serve_session(ws, None, resume, lost)
-            return
+        # A new session, or one whose replica died (taken over from the board), needs room:
+        # refused, the latter's journal stays on the board for a replica that has it.
         full = len(state.sessions) >= settings.max_sessions
         if full and not (idle and state.make_room(min(idle, QUIET_YIELD_S))):
             message = f"the server is at its limit of {settings.max_sessions} sessions; retry later"
@@ -226,7 +223,18 @@ def create_app(
             await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=5.0)
             return
         try:
-            await serve_session(ws, None, resume)
+            load = state.load
+            if not load.admit_stream():
+                retry = load.retry_after_s()
+                message = (
+                    f"the server is at its capacity of {load.capacity()} live streams within "
+                    f"{load.max_lag_s:.1f} s of lag; retry in {retry:g} s"
+                )
+                await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=retry)
+                return
+            journal = state.services.journal
+            lost = await journal.claim(resume) if resume and journal is not None else None
+            await serve_session(ws, None, resume, lost)
         finally:
             per_address.release(address)
 
@@ -240,14 +248,6 @@ def create_app(
         asked for, if it could not be resumed), a dropped one taken up again, or the session
         of a replica that died (`lost`, its journal)."""
         load = state.load
-        if resumed is None and lost is None and not load.admit_stream():
-            retry = load.retry_after_s()
-            message = (
-                f"the server is at its capacity of {load.capacity()} live streams within "
-                f"{load.max_lag_s:.1f} s of lag; retry in {retry:g} s"
-            )
-            await refuse(ws, proto.OVERLOADED, message, 1013, retry_after=retry)
-            return
 
         async def close(code: int, reason: str) -> None:
             with contextlib.suppress(Exception):

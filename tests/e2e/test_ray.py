@@ -186,7 +186,7 @@ def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
         assert len(processes) == 2, processes
         processes[0].kill()
         time.sleep(3)  # Ray's proxy sees the replica gone within a fraction of a second
-        closed = {name for ws, name in sessions if gone(ws)}
+        closed = {name for ws, name in sessions if support.gone(ws)}
         assert len(closed) == 1, f"not one replica's sessions closed: {closed} of {held}"
         for ws, name in sessions:
             if name in closed:
@@ -205,19 +205,6 @@ def test_a_killed_replica_closes_its_sessions_with_1012_and_ray_replaces_it(
     result = stream(ray_server.url, load_audio(clips[1][0]))
     assert wer([clips[1][1]], [result.text]) < 0.3, result.text
     assert fresh not in before
-
-
-def gone(ws: Any) -> bool:
-    """Whether the server has closed `ws` (its messages so far read and dropped)."""
-    from websockets.exceptions import ConnectionClosed
-
-    try:
-        while True:
-            ws.recv(timeout=0.5)
-    except TimeoutError:
-        return False
-    except ConnectionClosed:
-        return True
 
 
 def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_repeated(
@@ -259,7 +246,7 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
         (victim,) = support.ray_replica_processes()[:1]
         victim.kill()
         time.sleep(3)
-        closed = [sid for sid, (ws, _) in sessions.items() if gone(ws)]
+        closed = [sid for sid, (ws, _) in sessions.items() if support.gone(ws)]
         assert len(closed) == 1, closed
         (lost,) = closed
         ws, holder = sessions[lost]
