@@ -137,7 +137,11 @@ class Session:
         self.metrics.opened(self.codec.dialect.name)
         self._sync_options()
         if self.services.forwarder is not None:
-            self.services.forwarder.attach(self.id, self.send)
+            # A replica forwards a final only once the board has it: its batches, one final
+            # at least each, are numbered below the journal's count of finals.
+            taken = self._taken_over
+            first_batch = taken.next_segment if taken is not None else 0
+            self.services.forwarder.attach(self.id, self.send, first_batch)
         link = self.services.journal
         if (
             link is not None

@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fake_backends import FakeBackend
+from forward_support import make_config
 from scripted import FakeWhisper, script, vad_probs
 
 from whisperwire import decodes as decodes_module
 from whisperwire import protocol as proto
 from whisperwire.endpointing import VAD_CHUNK
+from whisperwire.forward import Forwarder
 from whisperwire.journal import Journal, JournalBook, Update
 from whisperwire.policy import DecodeRequest, PolicyConfig
 from whisperwire.scheduler import Scheduler
@@ -321,12 +325,16 @@ class BookLink:
         return self.book.take(session_id, holder, self.holder, 0.0)
 
 
-def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -> None:
+def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once(
+    tmp_path: Path,
+) -> None:
     """Replica a streams 4 s of a session and dies; its client had every final that the
     board had (a final leaves once the board has it) and resumes on replica b, which takes
     the journal over: the finals it missed come again, audio from the greeting's offset is
-    decoded after the last final words, and the two connections say every word once."""
+    decoded after the last final words, and the two connections say every word once. Each
+    replica forwards to one backend: it gets every final once, in batches numbered apart."""
     book = JournalBook(keep_s=60.0)
+    backend = FakeBackend().start()
     speech = vad_probs(9.0, [(0.5, 7.3)])
     spoken = script(WORDS, 0.5, per_word=0.45)
     first: list[dict[str, Any]] = []
@@ -351,9 +359,18 @@ def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -
     async def main() -> None:
         scheduler = Scheduler(workers=1)
         engine = ScriptedEngine(FakeWhisper(spoken, unstable_tail=False), lambda r, c: False)
-        window = {"resume_window_s": 30.0}
+        forwarders = []
+        for name in ("a", "b"):  # every final a batch of its own
+            config = make_config(backend.url("/hook"), tmp_path / name, max_messages=1)
+            forwarders.append(Forwarder(config))
+            await forwarders[-1].start()
+        window: dict[str, Any] = {"resume_window_s": 30.0, "forward_wait_s": 5.0}
         on_a = scripted_services(
-            engine, scheduler, journal=BookLink(book, "a", lambda h: h not in dead), **window
+            engine,
+            scheduler,
+            journal=BookLink(book, "a", lambda h: h not in dead),
+            forwarder=forwarders[0],
+            **window,
         )
         a = Session(on_a, client(first), close)
         message_session.append(a.id)
@@ -369,7 +386,11 @@ def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -
         dead.add("a")
         last = max(m["segment_id"] for m in first if m["type"] == "final")
         on_b = scripted_services(
-            engine, scheduler, journal=BookLink(book, "b", lambda h: h not in dead), **window
+            engine,
+            scheduler,
+            journal=BookLink(book, "b", lambda h: h not in dead),
+            forwarder=forwarders[1],
+            **window,
         )
         journal = await on_b.journal.claim(a.id)
         assert journal is not None and journal.offset_s <= 4.0
@@ -383,10 +404,16 @@ def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -
         await b.receive_text(json.dumps({"type": "end"}))
         await asyncio.wait_for(b.out.ended.wait(), 30)
         await b.closed()
+        for forwarder in forwarders:
+            assert await forwarder.drain(timeout_s=10)
+            await forwarder.close()
         scheduler.close()
         assert book.holder(a.id) is None, "forgotten once it ended"
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        backend.stop()
     greeting = second[0]
     assert greeting["resumed"] is True and greeting["audio_offset"] <= 4.0
     had = {m["segment_id"]: m["text"] for m in first if m["type"] == "final"}
@@ -396,3 +423,8 @@ def test_a_session_whose_replica_died_goes_on_elsewhere_with_every_word_once() -
     assert sorted(said) == list(range(len(said)))
     assert " ".join(said[i] for i in sorted(said)) == " ".join(WORDS)
     assert second[-1]["type"] == "end"
+    forwarded = [request.json() for request in backend.requests]
+    ids = sorted(segment["segment_id"] for body in forwarded for segment in body["segments"])
+    assert ids == sorted(said), "the backend gets every final once"
+    numbers = [body["batch"] for body in forwarded]
+    assert len(set(numbers)) == len(numbers), f"batch numbers used twice: {numbers}"

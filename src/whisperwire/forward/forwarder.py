@@ -159,9 +159,12 @@ class Forwarder:
 
     # ------------------------------------------------------------------ sessions
 
-    def attach(self, session_id: str, send: SendFn) -> None:
-        """Register the session's way back to its client (replies go there)."""
+    def attach(self, session_id: str, send: SendFn, first_batch: int = 0) -> None:
+        """Register the session's way back to its client (replies go there). `first_batch`:
+        the session's batches are numbered from there on at least (a session taken over
+        from a dead replica goes on after the numbers that replica could have used)."""
         self._senders[session_id] = send
+        self._next_seq[session_id] = max(self._next_seq.get(session_id, 0), first_batch)
         self._active.add(session_id)
 
     def detach(self, session_id: str) -> None:
