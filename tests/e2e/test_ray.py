@@ -58,25 +58,22 @@ LONG = (
     "ls_test_other_3005-163389_0000-0009.flac",
     "ls_test_other_533-1066_0000-0009.flac",
 )
-# The issue asks for the WER through Ray within 1.10x of one process's. Measured by this test
-# (two app replicas on one model replica, 6 runs a machine): on a 2-core Intel VM
-# (2026-12-05) one process 9.7-11.3 %, through Ray 10.6-12.3 %, ratio 0.95-1.23 (3 runs over
-# 1.10); on a 2-core AMD EPYC VM (2026-12-06) ratio 0.88-1.05, none over. Four streams
-# saturate the two cores, and the WER of a streamed transcript moves with the timing of its
-# decodes (one process alone varies 6-8 % from run to run); Ray's own processes take a share
-# of the cores. So 1.10x is not met reliably (see the README); the test holds what it can
-# without failing on timing: the transcripts come through, spread over both replicas, no
-# worse than 1.3x one process's (a stream lost, cut or crossed with another is far past it).
-NO_WORSE_THAN = 1.3
+PAUSE_S = 1.5  # between one stream's clips: each utterance ends in a pause, as spoken
 
 
 def test_four_streams_through_rays_proxy_match_the_single_process(
     ray_server: Server, server: Server
 ) -> None:
-    """Four concurrent real-time streams spread over both app replicas, their transcripts
-    close to the single-process server's on the same recordings."""
-    audio = [load_audio(support.audio_root() / "longform" / name) for name in LONG]
-    references = [support.transcripts("longform")[name] for name in LONG]
+    """Four concurrent real-time streams of test-other clips (six each, 1.5 s apart: 182 s
+    of speech, 434 words) spread over both app replicas; their transcripts within 1.10x of
+    the single-process server's WER on the same streams."""
+    clips = librispeech_clips(24)
+    pause = np.zeros(int(PAUSE_S * 16000), dtype=np.float32)
+    audio, references = [], []
+    for i in range(4):  # clips i, i + 4, ...: streams of about the same length
+        mine = clips[i::4]
+        audio.append(np.concatenate([part for p, _ in mine for part in (load_audio(p), pause)]))
+        references.append(" ".join(reference for _, reference in mine))
     on_ray = concurrent_streams(ray_server.url, audio)
     assert len({server_of(r) for r in on_ray}) == 2, [server_of(r) for r in on_ray]
     alone = concurrent_streams(server.url, audio)
@@ -86,10 +83,10 @@ def test_four_streams_through_rays_proxy_match_the_single_process(
     ray_wer = wer(references, [r.text for r in on_ray])
     single_wer = wer(references, [r.text for r in alone])
     print(f"WER through Ray {ray_wer:.4f}, one process {single_wer:.4f}; by stream:")
-    for name, reference, a, b in zip(LONG, references, on_ray, alone, strict=True):
-        print(f"  {name}: {wer([reference], [a.text]):.4f} / {wer([reference], [b.text]):.4f}")
-        print(f"    Ray: {a.text}")
-    assert ray_wer <= NO_WORSE_THAN * single_wer, (ray_wer, single_wer, [r.text for r in on_ray])
+    for reference, a, b in zip(references, on_ray, alone, strict=True):
+        print(f"  {wer([reference], [a.text]):.4f} / {wer([reference], [b.text]):.4f}")
+        print(f"    Ray: {a.text}\n    one: {b.text}")
+    assert ray_wer <= 1.10 * single_wer, (ray_wer, single_wer, [r.text for r in on_ray])
 
 
 def test_clips_through_the_model_deployment_match_the_single_process(
