@@ -57,6 +57,8 @@ HTTP_ROOM = 32
 # On a stop (scale-down, redeploy, shutdown) Ray waits this long for open requests, then kills
 # the replica: its clients then get 1012 from the proxy.
 GRACEFUL_STOP_S = 20.0
+DELETED_POLL_S = 2.0  # how often a replica asks whether its application is being deleted
+FINALISE_S = 10.0  # then its sessions' time to finalise, as one process has on SIGTERM
 ROUTER = "whisperwire.ray_router:RoomRouter"  # sends a session where there is room for it
 
 
@@ -91,6 +93,7 @@ class Whisperwire:
         self.board = board
         self.sessions = sessions
         self._pusher: asyncio.Task[None] | None = None  # keeps the push task referenced
+        self._watcher: asyncio.Task[None] | None = None  # `_finalise_when_deleted`
         self.state: Any = None  # the server's App, once built
 
     async def record_routing_stats(self) -> dict[str, Any]:
@@ -144,7 +147,32 @@ class Whisperwire:
             link.start()
         app = create_app(settings, engine, forwarder, metrics, name, exposition, link)
         self.state = app.state.whisperwire
+        self._watcher = asyncio.create_task(self._finalise_when_deleted(self.state))
         return app
+
+    @staticmethod
+    async def _finalise_when_deleted(state: Any) -> None:
+        """Once the application is being deleted (SIGTERM or Ctrl-C to `serve --ray`, `serve
+        shutdown`), this replica's sessions finalise the audio they received, send their finals
+        and `end`, and close (1001), as one process does on SIGTERM; else Ray would wait for
+        them, then kill the replica, and the words not yet final would be lost. A replica
+        stopped alone (scale-down, a new version) is not told: Ray kills it after the
+        graceful stop, and its sessions go on on another replica (taken over)."""
+        from ray.serve.schema import ApplicationStatus
+
+        app = serve.get_replica_context().app_name
+        while True:
+            await asyncio.sleep(DELETED_POLL_S)
+            try:
+                status = await asyncio.to_thread(serve.status)
+            except Exception as exc:  # noqa: BLE001 - the controller restarts; ask again
+                log.debug("the application's status could not be read: %s", exc)
+                continue
+            overview = status.applications.get(app)
+            if overview is not None and overview.status == ApplicationStatus.DELETING:
+                log.info("the application is being deleted: finalising this replica's sessions")
+                await state.drain(timeout=FINALISE_S)
+                return
 
     @staticmethod
     async def _push_metrics(board: DeploymentHandle, name: str, metrics: Metrics) -> None:
@@ -278,7 +306,7 @@ def run_ray(settings: Settings) -> int:
         )
         while not stop.wait(1.0):
             pass
-        log.info("stopping: the replicas finish their sessions (at most %g s)", GRACEFUL_STOP_S)
+        log.info("stopping: the sessions finalise what they received (at most %g s)", FINALISE_S)
         started = time.monotonic()
         serve.delete(APP_NAME)
         log.info("stopped in %.1f s", time.monotonic() - started)
