@@ -60,9 +60,9 @@ LONG = (
 )
 PAUSE_S = 1.5  # between one stream's clips: each utterance ends in a pause, as spoken
 # The issue asks for the WER through Ray within 1.10x of one process's. On a 2-core AMD EPYC VM
-# (2026-12-07, 9 runs of this test) the ratio was 0.89-1.125, median 0.97: one process alone
-# varies as much from run to run (12.8-14.8 %), as a streamed transcript's words move with
-# when its decodes start, and one run in nine went past 1.10. The test holds 1.25x per run,
+# (2026-12-07, 10 runs of this test) the ratio was 0.89-1.125, median 0.985: one process
+# alone varies as much from run to run (12.8-14.8 %), as a streamed transcript's words move
+# with when its decodes start, and two runs in ten went past 1.10. The test holds 1.25x per run,
 # which a lost, cut or crossed stream is far past; 1.10x is met on the median (README).
 NO_WORSE_THAN = 1.25
 
