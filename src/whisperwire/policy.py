@@ -306,7 +306,8 @@ class Policy:
             self._commit_cap(new, window_end)
         else:
             thorough = request.kind == "commit"
-            self._thorough = self._thorough and not thorough
+            if thorough:  # the words that waited for it are committed by it
+                self._thorough = False
             cfg, failed = self.config, hypothesis.failed
             agreed = commit_count(cfg, thorough, new, self._tail, window_end, failed)
             self._words.commit(new[:agreed], window_end)

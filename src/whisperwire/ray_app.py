@@ -30,6 +30,7 @@ from whisperwire.allocator import limit_arenas
 from whisperwire.metrics import Metrics
 from whisperwire.ray_proxy import CALLBACK
 from whisperwire.ray_router import STATS_PERIOD_S
+from whisperwire.server_state import FINALISE_S
 from whisperwire.settings import RayOptions, Settings, UsageError, flags, load_settings
 
 __all__ = [
@@ -58,7 +59,6 @@ HTTP_ROOM = 32
 # the replica: its clients then get 1012 from the proxy.
 GRACEFUL_STOP_S = 20.0
 DELETED_POLL_S = 2.0  # how often a replica asks whether its application is being deleted
-FINALISE_S = 10.0  # then its sessions' time to finalise, as one process has on SIGTERM
 ROUTER = "whisperwire.ray_router:RoomRouter"  # sends a session where there is room for it
 
 

@@ -24,7 +24,7 @@ from whisperwire.limits import PerAddress
 from whisperwire.metrics import Metrics
 from whisperwire.protocol import deepgram, native, openai_realtime
 from whisperwire.protocol import events as ev
-from whisperwire.server_state import App
+from whisperwire.server_state import FINALISE_S, App
 from whisperwire.session import Session
 from whisperwire.settings import Settings
 from whisperwire.tls import TLSError, tls_context
@@ -72,7 +72,7 @@ def create_app(
         if forwarder is not None:
             await forwarder.start()
         yield
-        await state.drain(timeout=10.0)
+        await state.drain(timeout=FINALISE_S)
         if forwarder is not None:
             await forwarder.close(timeout_s=10.0)
         state.scheduler.close()

@@ -23,9 +23,13 @@ from whisperwire.session import Session
 from whisperwire.settings import Settings
 from whisperwire.uvicorn_adapters import Peer
 
-__all__ = ["App"]
+__all__ = ["FINALISE_S", "App"]
 
 log = logging.getLogger("whisperwire.server")
+
+# A graceful stop: the sessions' time to finalise what they received (SIGTERM, or on Ray
+# the application deleted).
+FINALISE_S = 10.0
 
 
 class App:
