@@ -78,8 +78,10 @@ class Decodes:
         except Exception as exc:  # noqa: BLE001 - the client must hear about it
             await self._failed(request, exc)
         else:
-            if self.services.load is not None and not solo:  # what the workers take
-                self.services.load.record(request.kind, seconds)
+            if (load := self.services.load) is not None:
+                load.stream_decoded(self.id)
+                if not solo:  # what the workers take
+                    load.record(request.kind, seconds)
             self._failures = self._final_failures = 0
             try:
                 self._policy().apply(request, hypothesis)

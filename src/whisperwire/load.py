@@ -81,10 +81,10 @@ class LoadMonitor:
     target: float = 0.85  # share of the workers' time planned for streams and clips
     max_parallel: int = 2  # partial decodes of one stream that may run at once on idle workers
     solo: bool = False  # a lone session's decodes run one at a time on all the cores
-    idle_s: float = 10.0  # a stream that sent no audio for this long costs nothing
+    idle_s: float = 10.0  # a stream neither heard from nor decoded for this long costs nothing
     _partial: _Average = field(init=False)
     _final: _Average = field(init=False)
-    _streams: dict[str, float] = field(init=False, default_factory=dict)  # id -> last audio
+    _streams: dict[str, float] = field(init=False, default_factory=dict)  # id -> last activity
     _clip_sessions: set[str] = field(init=False, default_factory=set)  # sent clips, no audio since
     _clips: int = field(init=False, default=0)
     refused: int = field(init=False, default=0)
@@ -107,6 +107,13 @@ class LoadMonitor:
         if key in self._streams:
             self._streams[key] = self.clock()
             self._clip_sessions.discard(key)
+
+    def stream_decoded(self, key: str) -> None:
+        """A decode of the stream's audio ran: a stream still working through audio sent
+        earlier (a file sent faster than real time) takes the workers' time, so it counts as
+        live however long ago its last audio came."""
+        if key in self._streams:
+            self._streams[key] = self.clock()
 
     def stream_closed(self, key: str) -> None:
         self._streams.pop(key, None)

@@ -113,6 +113,9 @@ def test_a_session_whose_replica_died_is_taken_over_only_where_there_is_room(
         finals = finals_of[lost_id]  # those read before the close (`gone` drops the rest)
         last = max(finals)
         query = f"encoding=f32le&resume={lost_id}&last_segment={last}"
+        # the survivor streams on: a session that sent nothing since its first 30 s stops
+        # counting as a live stream 10 s after they are decoded, and its replica has room
+        survivor.send(samples[cut : cut + 16000].astype("<f4").tobytes())
         with support.session(url, query) as ws:  # the survivor's replica has no room
             refusal = support.recv_json(ws, timeout=60)
             assert (refusal["type"], refusal.get("code")) == ("error", "OVERLOADED"), refusal

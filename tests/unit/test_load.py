@@ -153,6 +153,25 @@ def test_a_silent_connection_stops_counting_after_idle_s() -> None:
     assert load.live_streams == 2
 
 
+def test_a_stream_still_decoding_audio_sent_earlier_counts_as_live() -> None:
+    """A client that sent 30 s at once and then nothing keeps the workers busy until its
+    audio is decoded: it counts, and a replica carrying it has no room for another."""
+    clock = Clock()
+    load = monitor(clock, idle_s=10.0, max_lag_s=0.6)
+    load.stream_opened("backlog")
+    load.stream_audio("backlog")
+    for _ in range(14):  # no audio for 14 s, decodes all the while
+        clock.now += 1
+        load.stream_decoded("backlog")
+    assert load.live_streams == 1
+    assert not load.admit_stream()
+    clock.now += 11  # caught up: nothing to decode, nothing sent
+    assert load.live_streams == 0
+    load.stream_closed("backlog")
+    load.stream_decoded("backlog")  # a decode finishing after its session closed
+    assert load.live_streams == 0
+
+
 def test_the_first_stream_is_admitted_however_slow_the_machine() -> None:
     """One stream is the best the machine can do: refusing it would help nobody."""
     clock = Clock()
