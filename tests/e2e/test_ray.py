@@ -277,7 +277,8 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
     print(
         f"taken over by {greeting['server']} from {holder} at {offset / 16000:.2f} s "
         f"(the client had sent {half / 16000:.2f} s, {last + 1} finals): "
-        f"WER {distance:.4f} against the uninterrupted run"
+        f"WER {distance:.4f} against the uninterrupted run\n"
+        f"  uninterrupted: {whole.text}\n  taken over: {' '.join(got)}"
     )
     assert distance <= 0.05, (whole.text, got)
     support.replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))
