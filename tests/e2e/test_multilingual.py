@@ -23,6 +23,7 @@ from support import (
     StreamResult,
     audio_root,
     load_audio,
+    offline_whisper,
     recv_json,
     session,
     start_server,
@@ -107,14 +108,7 @@ def offline(
 ) -> list[tuple[str, str]]:
     """Offline faster-whisper on the same model, language detected: (language, text);
     `vad_filter`: on the speech its Silero VAD finds (400 ms padding), as the server hears it."""
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
-    out = []
-    for path in clips:
-        segments, info = model.transcribe(str(path), beam_size=5, vad_filter=vad_filter)
-        out.append((info.language, " ".join(s.text.strip() for s in segments)))
-    return out
+    return offline_whisper(str(model_dir), clips, beam_size=5, vad_filter=vad_filter)
 
 
 def test_auto_detection_and_wer_per_language(base_server: Server, base_model_dir: Path) -> None:
