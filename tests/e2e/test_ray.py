@@ -216,7 +216,16 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
     """The replica under a session is killed mid-stream: its client gets 1012, reconnects with
     `?resume=`, and another replica takes the session over from the board of journals: the
     finals the client missed come again, it sends the audio again from the greeting's
-    `audio_offset`, and the finals of both connections make the uninterrupted transcript."""
+    `audio_offset`, and the finals of both connections make the whole transcript, none lost
+    or said twice: the dead replica's up to the offset, then what a new session makes of the
+    audio from the offset.
+
+    The whole transcript is not held to one uninterrupted session's: whisperwire decodes a
+    stream in windows laid out by its pauses and by when its audio came, and the words of
+    windows laid out from another point differ. Streamed with one process, this recording's
+    rest from 29.42 s (where a takeover lands on this machine) joined to the finals before it
+    is 1.5 % from the whole run; from 37.07 s (a slower CI machine's takeover) 12.6 %, 16.6 %
+    from the reference where the whole run is 10.0 %."""
     from websockets.sync.client import connect
 
     before = support.replicas_answering(ray_server, 2, timeout=180)
@@ -224,7 +233,7 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
     samples = load_audio(support.audio_root() / "longform" / LONG[1])
     pcm16 = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     half = len(pcm16) // 2
-    finals: dict[str, dict[int, str]] = {}
+    finals: dict[str, dict[int, dict[str, Any]]] = {}  # session -> segment -> final
     with contextlib.ExitStack() as stack:
         sessions: dict[str, tuple[Any, str]] = {}  # session id -> (connection, replica)
         for _ in range(6):  # until each replica holds a session, one each
@@ -245,7 +254,7 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
             while len(finals[sid]) < 2:
                 message = support.recv_json(ws, timeout=120)
                 if message["type"] == "final":
-                    finals[sid][message["segment_id"]] = message["text"]
+                    finals[sid][message["segment_id"]] = message
         (victim,) = support.ray_replica_processes()[:1]
         victim.kill()
         time.sleep(3)
@@ -269,16 +278,32 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
             if message["type"] == "final":
                 segment = message["segment_id"]
                 assert segment > last, f"final {segment} came again, the client had it"
-                finals[lost][segment] = message["text"]
-    got = [finals[lost][i] for i in sorted(finals[lost])]
-    assert sorted(finals[lost]) == list(range(len(got))), "no segment missing"
+                finals[lost][segment] = message
+    ordered = [finals[lost][i] for i in sorted(finals[lost])]
+    assert sorted(finals[lost]) == list(range(len(ordered))), "no segment missing"
+    got = [f["text"] for f in ordered]
+    seconds = offset / 16000
+    before_offset = [f for f in ordered if f["start"] < seconds - 0.05]
+    assert ordered[: len(before_offset)] == before_offset, "the finals before the offset first"
+    head = [f["text"] for f in before_offset]
+    after = got[len(head) :]
+    # No word before the offset is left out: the audio from it holds the first word the
+    # uninterrupted run has after the dead replica's last final (word times are Whisper's
+    # cross-attention estimates, off by a tenth or two).
     whole = stream(ray_server.url, samples)
-    distance = wer([whole.text], [" ".join(got)])
+    head_end = before_offset[-1]["end"] if before_offset else 0.0
+    first = min(w["start"] for f in whole.finals for w in f["words"] if w["start"] >= head_end)
+    fresh = stream(ray_server.url, samples[offset:])
+    distance = wer([fresh.text], [" ".join(after)])
     print(
-        f"taken over by {greeting['server']} from {holder} at {offset / 16000:.2f} s "
-        f"(the client had sent {half / 16000:.2f} s, {last + 1} finals): "
-        f"WER {distance:.4f} against the uninterrupted run\n"
-        f"  uninterrupted: {whole.text}\n  taken over: {' '.join(got)}"
+        f"taken over by {greeting['server']} from {holder} at {seconds:.2f} s (the client had "
+        f"sent {half / 16000:.2f} s, {last + 1} finals; the dead replica's last final ended at "
+        f"{head_end:.2f} s, the next word at {first:.2f} s): the new replica's text "
+        f"{distance:.4f} from a new session's on the same audio, the whole "
+        f"{wer([whole.text], [' '.join(got)]):.4f} from the uninterrupted run\n"
+        f"  uninterrupted: {whole.text}\n  before the offset: {' '.join(head)}\n"
+        f"  after: {' '.join(after)}\n  a new session: {fresh.text}"
     )
-    assert distance <= 0.05, (whole.text, got)
+    assert seconds <= first + 0.25, (seconds, first)
+    assert distance <= 0.05, (fresh.text, after)
     support.replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))
