@@ -10,6 +10,7 @@ import urllib.request
 import wave
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,14 +60,27 @@ def ping_works(ws: Any) -> None:
 # --------------------------------------------------------------------------- accuracy
 
 
+_SERVED: dict[Path, str] = {}  # the module server's transcript of each FLAC clip, as sent
+
+
+def served_flac(server: Server, paths: list[Path]) -> list[str]:
+    """Each clip's FLAC file sent as a clip to the module's server, over one session; a clip
+    the module has sent already is not sent again (the test-other test sends the first 100,
+    the formats test the first 20)."""
+    todo = [path for path in paths if path not in _SERVED]
+    if todo:
+        with session(server.url) as ws:
+            recv_json(ws)
+            for path in todo:
+                _SERVED[path] = transcribe_clip(ws, path.read_bytes(), path.name)["transcription"]
+    return [_SERVED[path] for path in paths]
+
+
 @pytest.mark.slow
 def test_every_test_other_clip_matches_offline(server: Server) -> None:
     clips = librispeech_clips(100)
     started = time.monotonic()
-    with session(server.url) as ws:
-        recv_json(ws)
-        hyps = [transcribe_clip(ws, path.read_bytes(), path.name)["transcription"]
-                for path, _ in clips]  # fmt: skip
+    hyps = served_flac(server, [path for path, _ in clips])
     served_s = time.monotonic() - started
     offline = offline_transcripts([path for path, _ in clips])
     refs = [ref for _, ref in clips]
@@ -93,23 +107,25 @@ def test_wav_mp3_ogg_webm_m4a_all_work(server: Server) -> None:
     """Every format transcribes about as well as the FLAC it was made from, over 20 clips (353
     words). Over 5 clips (111 words) a word is 0.9 points, and the model's int8 arithmetic, which
     differs between CPUs, changes a few words: one run on another CPU measured WebM 5.4 points
-    above FLAC, runs here 0.9 below to 0.3 above."""
+    above FLAC, runs here 0.9 below to 0.3 above. A WAV file holds the FLAC's samples: the
+    same text, clip by clip (on five)."""
     clips = librispeech_clips(20)
     refs = [ref for _, ref in clips]
-    results: dict[str, float] = {}
+    flac = served_flac(server, [path for path, _ in clips])
+    results: dict[str, float] = {"flac": wer(refs, flac)}
     with session(server.url) as ws:
         recv_json(ws)
-        for kind in ("flac", "wav", "mp3", "ogg", "webm", "m4a"):
+        for kind in ("wav", "mp3", "ogg", "webm", "m4a"):
             texts = []
-            for path, _ in clips:
-                if kind == "flac":
-                    data = path.read_bytes()
-                else:  # made here from the FLAC, at the codec's usual rate; WebM in stereo
-                    data = encode_audio(load_audio(path), 16000, kind, 2 if kind == "webm" else 1)
+            for path, _ in clips[:5] if kind == "wav" else clips:
+                # made here from the FLAC, at the codec's usual rate; WebM in stereo
+                data = encode_audio(load_audio(path), 16000, kind, 2 if kind == "webm" else 1)
                 texts.append(transcribe_clip(ws, data, f"{path.stem}.{kind}")["transcription"])
+            if kind == "wav":
+                assert texts == flac[:5], "same samples, same text"
+                continue
             results[kind] = wer(refs, texts)
     print("WER by format:", {k: round(v, 4) for k, v in results.items()})
-    assert results["wav"] == pytest.approx(results["flac"], abs=1e-9), "same samples, same text"
     for kind in ("mp3", "ogg", "webm", "m4a"):
         assert results[kind] <= results["flac"] + 0.05, kind
 

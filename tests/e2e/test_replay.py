@@ -14,7 +14,7 @@ from support import REPO, audio_root
 def test_a_replay_is_repeatable_and_scores_each_variant(tmp_path: Path) -> None:
     out = tmp_path / "replay.json"
     command = [
-        sys.executable, "-m", "whisperwire", "replay", "--clips", "3",
+        sys.executable, "-m", "whisperwire", "replay", "--clips", "2",
         "--audio", str(audio_root()), "--cache", str(tmp_path / "offline.json"),
         "--also", "again=", "--also", "agreement=--commit agreement", "--out", str(out),
     ]  # fmt: skip
@@ -38,7 +38,7 @@ def test_several_seeds_replay_in_worker_processes_as_each_would_alone(tmp_path: 
 
     def replay(seeds: str, out: Path) -> dict:
         command = [
-            sys.executable, "-m", "whisperwire", "replay", "--clips", "2",
+            sys.executable, "-m", "whisperwire", "replay", "--clips", "1",
             "--audio", str(audio_root()), "--cache", str(tmp_path / "offline.json"),
             "--cost-jitter", "0.3", "--seed", seeds, "--jobs", "2", "--out", str(out),
         ]  # fmt: skip
