@@ -288,22 +288,24 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
     head = [f["text"] for f in before_offset]
     after = got[len(head) :]
     # No word before the offset is left out: the audio from it holds the first word the
-    # uninterrupted run has after the dead replica's last final (word times are Whisper's
-    # cross-attention estimates, off by a tenth or two).
+    # uninterrupted run has after the dead replica's last final. Up to its end: Whisper's word
+    # times are cross-attention estimates, and a word after a pause is often given a start
+    # early in the pause.
     whole = stream(ray_server.url, samples)
     head_end = before_offset[-1]["end"] if before_offset else 0.0
-    first = min(w["start"] for f in whole.finals for w in f["words"] if w["start"] >= head_end)
+    words = [w for f in whole.finals for w in f["words"] if w["start"] >= head_end]
+    first = min(words, key=lambda w: w["start"])
     fresh = stream(ray_server.url, samples[offset:])
     distance = wer([fresh.text], [" ".join(after)])
     print(
         f"taken over by {greeting['server']} from {holder} at {seconds:.2f} s (the client had "
         f"sent {half / 16000:.2f} s, {last + 1} finals; the dead replica's last final ended at "
-        f"{head_end:.2f} s, the next word at {first:.2f} s): the new replica's text "
-        f"{distance:.4f} from a new session's on the same audio, the whole "
+        f"{head_end:.2f} s, the next word at {first['start']:.2f}-{first['end']:.2f} s): the "
+        f"new replica's text {distance:.4f} from a new session's on the same audio, the whole "
         f"{wer([whole.text], [' '.join(got)]):.4f} from the uninterrupted run\n"
         f"  uninterrupted: {whole.text}\n  before the offset: {' '.join(head)}\n"
         f"  after: {' '.join(after)}\n  a new session: {fresh.text}"
     )
-    assert seconds <= first + 0.25, (seconds, first)
+    assert seconds < first["end"], (seconds, first)
     assert distance <= 0.05, (fresh.text, after)
     support.replicas_answering(ray_server, 1, timeout=180, among=frozenset(before))
