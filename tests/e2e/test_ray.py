@@ -218,7 +218,8 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
     finals the client missed come again, it sends the audio again from the greeting's
     `audio_offset`, and the finals of both connections make the whole transcript, none lost
     or said twice: the dead replica's up to the offset, then what a new session makes of the
-    audio from the offset.
+    audio from the offset (the finals the dead replica made after the offset, where its
+    window still began there, and the new replica's after them).
 
     The whole transcript is not held to one uninterrupted session's: whisperwire decodes a
     stream in windows laid out by its pauses and by when its audio came, and the words of
@@ -301,7 +302,7 @@ def test_a_session_whose_replica_dies_goes_on_on_another_with_no_final_lost_or_r
         f"taken over by {greeting['server']} from {holder} at {seconds:.2f} s (the client had "
         f"sent {half / 16000:.2f} s, {last + 1} finals; the dead replica's last final ended at "
         f"{head_end:.2f} s, the next word at {first['start']:.2f}-{first['end']:.2f} s): the "
-        f"new replica's text {distance:.4f} from a new session's on the same audio, the whole "
+        f"finals from the offset {distance:.4f} from a new session's on its audio, the whole "
         f"{wer([whole.text], [' '.join(got)]):.4f} from the uninterrupted run\n"
         f"  uninterrupted: {whole.text}\n  before the offset: {' '.join(head)}\n"
         f"  after: {' '.join(after)}\n  a new session: {fresh.text}"
