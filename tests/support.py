@@ -79,15 +79,15 @@ def offline_whisper(model_dir: str, paths: Sequence[Path], **options: Any) -> li
     clips); one file: one 2-thread worker."""
     from faster_whisper import WhisperModel
 
-    workers = min(2, len(paths))
+    workers = 2 if len(paths) > 1 else 1
     model = WhisperModel(model_dir, device="cpu", compute_type="int8",
-                         cpu_threads=2 // max(1, workers), num_workers=max(1, workers))  # fmt: skip
+                         cpu_threads=2 // workers, num_workers=workers)  # fmt: skip
 
     def one(path: Path) -> tuple[str, str]:
         segments, info = model.transcribe(str(path), **options)
         return info.language, " ".join(s.text.strip() for s in segments)
 
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, paths))
 
 

@@ -21,6 +21,7 @@ import tokenizers
 from checkpoint_models import build_multilingual
 from ctranslate2.converters import TransformersConverter
 from faster_whisper import WhisperModel
+from support import offline_whisper
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from whisperwire.checkpoints import MARKER, checkpoint_languages, prepare_checkpoint
@@ -68,11 +69,9 @@ def clips() -> list[Clip]:
 
 
 def transcribe(model_dir: Path, clips: list[Clip]) -> Result:
-    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
-    hypotheses = []
-    for clip in clips:
-        segments, _ = model.transcribe(str(clip.audio), language="en", beam_size=5)
-        hypotheses.append(" ".join(segment.text.strip() for segment in segments))
+    paths = [clip.audio for clip in clips]
+    found = offline_whisper(str(model_dir), paths, language="en", beam_size=5)
+    hypotheses = [text for _, text in found]
     normalize = EnglishTextNormalizer()
     wer = jiwer.wer(
         [normalize(clip.reference) for clip in clips], [normalize(h) for h in hypotheses]
