@@ -1,6 +1,7 @@
 """whisperwire on Ray Serve (`serve --ray`): a local Ray cluster started by the server, two
-replicas of the app behind Ray's proxy, streams of test-other clips through the proxy, and a
-replica killed under its sessions.
+replicas of the app behind Ray's proxy, clips and streams through the proxy, and a replica
+killed under its sessions. Accuracy under load, four streams through Ray against one process:
+test_ray_accuracy.py.
 
 Real Ray, no mocks. Without Ray (the `ray` extra) these tests skip on a developer's machine and
 fail in CI (CI=true), where the lock installs it.
@@ -58,41 +59,6 @@ LONG = (
     "ls_test_other_3005-163389_0000-0009.flac",
     "ls_test_other_533-1066_0000-0009.flac",
 )
-PAUSE_S = 1.5  # between one stream's clips: each utterance ends in a pause, as spoken
-# The issue asks for the WER through Ray within 1.10x of one process's. On a 2-core AMD EPYC VM
-# (2026-12-07, 10 runs of this test) the ratio was 0.89-1.125, median 0.985: one process
-# alone varies as much from run to run (12.8-14.8 %), as a streamed transcript's words move
-# with when its decodes start, and two runs in ten went past 1.10. The test holds 1.25x per run,
-# which a lost, cut or crossed stream is far past; 1.10x is met on the median (README).
-NO_WORSE_THAN = 1.25
-
-
-def test_four_streams_through_rays_proxy_match_the_single_process(
-    ray_server: Server, server: Server
-) -> None:
-    """Four concurrent real-time streams of test-other clips (six each, 1.5 s apart: 182 s
-    of speech, 434 words) spread over both app replicas; their transcripts as accurate as
-    the single-process server's on the same streams."""
-    clips = librispeech_clips(24)
-    pause = np.zeros(int(PAUSE_S * 16000), dtype=np.float32)
-    audio, references = [], []
-    for i in range(4):  # clips i, i + 4, ...: streams of about the same length
-        mine = clips[i::4]
-        audio.append(np.concatenate([part for p, _ in mine for part in (load_audio(p), pause)]))
-        references.append(" ".join(reference for _, reference in mine))
-    on_ray = concurrent_streams(ray_server.url, audio)
-    assert len({server_of(r) for r in on_ray}) == 2, [server_of(r) for r in on_ray]
-    alone = concurrent_streams(server.url, audio)
-    for result in on_ray + alone:
-        assert not result.errors, result.errors
-        assert result.messages[-1]["type"] == "end"
-    ray_wer = wer(references, [r.text for r in on_ray])
-    single_wer = wer(references, [r.text for r in alone])
-    print(f"WER through Ray {ray_wer:.4f}, one process {single_wer:.4f}; by stream:")
-    for reference, a, b in zip(references, on_ray, alone, strict=True):
-        print(f"  {wer([reference], [a.text]):.4f} / {wer([reference], [b.text]):.4f}")
-        print(f"    Ray: {a.text}\n    one: {b.text}")
-    assert ray_wer <= NO_WORSE_THAN * single_wer, (ray_wer, single_wer, [r.text for r in on_ray])
 
 
 def test_clips_through_the_model_deployment_match_the_single_process(
