@@ -93,14 +93,17 @@ def _header(results: dict[str, Any], names: list[str]) -> list[str]:
     for name in names:
         server = get(systems, name, "server", "command") or get(systems, name, "server", "url")
         lines.append(f"- **{name}**: `{server}`")
-    lines += [
-        "",
+    setup = (
         f"Beam size {st.get('beam_size')}, model tiny.en (bundled), int8. Audio is streamed as "
-        f"{st.get('pcm')}. The baseline decodes fixed {st.get('baseline_window_s')} s windows "
-        "with no overlap, no VAD and no partials (what the whisper.cpp `stream` seed does), "
-        "behind the same WebSocket protocol.",
-    ]
-    return lines
+        f"{st.get('pcm')}."
+    )
+    if st.get("baseline_window_s") is not None:  # None: run with --no-baseline
+        setup += (
+            f" The baseline decodes fixed {st['baseline_window_s']} s windows with no overlap, "
+            "no VAD and no partials (what the whisper.cpp `stream` seed does), behind the same "
+            "WebSocket protocol."
+        )
+    return [*lines, "", setup]
 
 
 class _SummaryTable:
