@@ -160,6 +160,11 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     raise RuntimeError(f"server did not start:\n{server.output()}")
 
 
+# Two app replicas' sessions on one model replica: half a core each for the app replicas
+# (`ray_server`'s `replicas`), a core for the model replica (its `-w`/`-t` from the caller).
+RAY_ONE_MODEL = ("--ray-replica-cpus", "0.5", "--ray-model-replicas", "1", "--ray-model-cpus", "1")
+
+
 @contextlib.contextmanager
 def ray_server(tmp: Path, replicas: int, *args: str) -> Iterator[Server]:
     """`serve --ray` with `replicas` app replicas (more flags in `args`), once they all answer
@@ -233,6 +238,11 @@ class StreamResult:
     @property
     def errors(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == "error"]
+
+    @property
+    def server(self) -> str:
+        """The server (Ray: the app replica) that sent the `ready` of this stream."""
+        return str(next(m for m in self.messages if m.get("state") == "ready")["server"])
 
     @property
     def text(self) -> str:

@@ -20,7 +20,6 @@ import pytest
 import support
 from support import (
     Server,
-    StreamResult,
     concurrent_streams,
     librispeech_clips,
     load_audio,
@@ -38,13 +37,9 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`serve --ray` with two app replicas holding the sessions (half a core each) and one
     model replica decoding for both (a core, two workers)."""
     tmp = tmp_path_factory.mktemp("ray")
-    layout = ("--ray-replica-cpus", "0.5", "--ray-model-replicas", "1", "--ray-model-cpus", "1")
-    with support.ray_server(tmp, 2, *layout, "-w", "2", "-t", "1", "--max-lag", "60") as srv:
+    workers = ("-w", "2", "-t", "1", "--max-lag", "60")
+    with support.ray_server(tmp, 2, *support.RAY_ONE_MODEL, *workers) as srv:
         yield srv
-
-
-def server_of(result: StreamResult) -> str:
-    return server_of_ready(next(m for m in result.messages if m.get("state") == "ready"))
 
 
 def server_of_ready(ready: dict[str, Any]) -> str:
@@ -121,7 +116,7 @@ def test_metrics_through_the_proxy_count_the_sessions_of_every_replica(
 
     before = sessions_by_replica()
     clips = [load_audio(path) for path, _ in librispeech_clips(3)]
-    served = collections.Counter(server_of(r) for r in concurrent_streams(ray_server.url, clips))
+    served = collections.Counter(r.server for r in concurrent_streams(ray_server.url, clips))
 
     def counted(now: dict[str, float]) -> bool:
         return all(now.get(r, 0) >= before.get(r, 0) + n for r, n in served.items())
