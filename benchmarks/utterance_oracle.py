@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Decode the long-form file one utterance at a time, as a stream at its best could.
+
+    python benchmarks/utterance_oracle.py                      # each utterance alone
+    python benchmarks/utterance_oracle.py --left 10 --at-utterances
+    python benchmarks/utterance_oracle.py --left 5 --right 1.0
+
+The 13.3-minute file is the 100 test-other clips in a row, 0.3 s apart (`segments.tsv` gives
+each one's times). Each utterance is decoded once, whole, with the offline reference's
+options (tiny.en int8, beam 5, temperature fallback, word times, no VAD), from `--left`
+seconds before it (from the start of an earlier utterance with `--at-utterances`, else
+wherever that falls) to `--right` seconds after its end, at most 29.5 s in all; the words
+whose middle lies inside the utterance (0.15 s either side) are its transcript. The WER is
+scored with the bench's normaliser, the offline figure (the whole file in faster-whisper's
+30 s windows) from the bench's cache. It says what a stream would get if it waited for every
+utterance to end and decoded it with that much audio around it: the lag no live bound
+allows, and no streaming loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+try:
+    import whisperwire  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from whisperwire.audio import decode_file
+from whisperwire.bench import corpus, metrics
+from whisperwire.bench.inputs import default_cache
+from whisperwire.engine import bundled_model_path
+
+RATE = 16000
+EDGE_S = 0.15  # a word belongs to an utterance when its middle lies this close to it
+
+
+def utterances(root: Path) -> list[tuple[float, float, str]]:
+    """(start, end, reference) of each utterance of the long-form file."""
+    folder = root / corpus.LONGFORM
+    lines = (folder / "segments.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.startswith(corpus.LONG_FILE + "\t")]
+    return [(float(r[2]), float(r[3]), r[4]) for r in rows]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--audio", type=Path, default=None, help="the shared test-audio folder")
+    p.add_argument("--left", type=float, default=0.0, help="seconds of audio before each")
+    p.add_argument("--right", type=float, default=corpus.GAP_S, help="seconds of audio after each")
+    p.add_argument("--at-utterances", action="store_true",
+                   help="start the left context at an earlier utterance's start")  # fmt: skip
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None, help="JSON with each utterance's text")
+    args = p.parse_args()
+
+    from faster_whisper import WhisperModel
+
+    root = args.audio or corpus.default_audio_root()
+    utts = utterances(root)
+    audio = decode_file((root / corpus.LONGFORM / corpus.LONG_FILE).read_bytes())
+    total = len(audio) / RATE
+    model = WhisperModel(str(bundled_model_path()), device="cpu", compute_type="int8",
+                         cpu_threads=args.threads)  # fmt: skip
+    hypotheses: list[str] = []
+    lags: list[float] = []
+    for start, end, _ in utts:
+        left = min(args.left, max(0.0, 29.5 - (end - start) - args.right))
+        begin = start - left
+        if args.at_utterances:
+            begin = min([s for s, _, _ in utts if start - left <= s <= start] or [start])
+        begin -= corpus.GAP_S
+        begin, stop = max(0.0, begin), min(total, end + args.right)
+        segments, _ = model.transcribe(
+            audio[int(begin * RATE) : int(stop * RATE)],
+            language="en",
+            beam_size=5,
+            word_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
+        words = [w for s in segments for w in (s.words or [])]
+        lo, hi = start - begin - EDGE_S, end - begin + EDGE_S
+        inside = [w for w in words if lo <= (w.start + w.end) / 2 <= hi]
+        hypotheses.append("".join(w.word for w in inside))
+        lags += [stop - begin - w.end for w in inside]  # decoded once the audio is all there
+    clip = corpus.long_clip(root, None)
+    offline = corpus.OfflineReference(default_cache(), beam_size=5).get(clip).text
+    figures = {
+        "wer": metrics.wer([u[2] for u in utts], hypotheses),
+        "offline_wer": metrics.wer([clip.reference], [offline]),
+        "word_wait_p50": metrics.percentile(lags, 50),
+        "word_wait_p95": metrics.percentile(lags, 95),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+    }
+    print(json.dumps(figures))
+    if args.out:
+        args.out.write_text(json.dumps({**figures, "texts": hypotheses}), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
