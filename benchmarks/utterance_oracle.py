@@ -23,6 +23,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 try:
     import whisperwire  # noqa: F401
@@ -46,6 +49,22 @@ def utterances(root: Path) -> list[tuple[float, float, str]]:
     return [(float(r[2]), float(r[3]), r[4]) for r in rows]
 
 
+def decode(
+    model: Any, audio: np.ndarray, begin: float, stop: float, beam: int
+) -> list[tuple[str, float, float]]:
+    """The words of audio[begin:stop] (word, start, end in seconds from `begin`)."""
+    segments, _ = model.transcribe(
+        audio[int(begin * RATE) : int(stop * RATE)],
+        language="en",
+        beam_size=beam,
+        temperature=0.0 if beam == 1 else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        word_timestamps=True,
+        vad_filter=False,
+        condition_on_previous_text=False,
+    )
+    return [(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--audio", type=Path, default=None, help="the shared test-audio folder")
@@ -53,6 +72,11 @@ def main() -> int:
     p.add_argument("--right", type=float, default=corpus.GAP_S, help="seconds of audio after each")
     p.add_argument("--at-utterances", action="store_true",
                    help="start the left context at an earlier utterance's start")  # fmt: skip
+    p.add_argument("--guard", type=float, default=None,
+                   help="commit as a stream would: decode the utterance so far every --step "
+                   "seconds (greedy) and make a word final once it ends this long before the "
+                   "audio decoded; the rest from the whole decode")  # fmt: skip
+    p.add_argument("--step", type=float, default=0.5, help="seconds between two prefixes")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="JSON with each utterance's text")
     args = p.parse_args()
@@ -74,19 +98,22 @@ def main() -> int:
             begin = min([s for s, _, _ in utts if start - left <= s <= start] or [start])
         begin -= corpus.GAP_S
         begin, stop = max(0.0, begin), min(total, end + args.right)
-        segments, _ = model.transcribe(
-            audio[int(begin * RATE) : int(stop * RATE)],
-            language="en",
-            beam_size=5,
-            word_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
-        )
-        words = [w for s in segments for w in (s.words or [])]
         lo, hi = start - begin - EDGE_S, end - begin + EDGE_S
-        inside = [w for w in words if lo <= (w.start + w.end) / 2 <= hi]
-        hypotheses.append("".join(w.word for w in inside))
-        lags += [stop - begin - w.end for w in inside]  # decoded once the audio is all there
+        final: list[tuple[str, float, float]] = []  # (word, its end, the audio's end), window time
+        if args.guard is not None:
+            seen = start - begin + args.step
+            while seen < stop - begin:
+                for w in decode(model, audio, begin, begin + seen, 1):
+                    done = final[-1][1] if final else lo
+                    mid = (w[1] + w[2]) / 2
+                    if w[2] <= seen - args.guard and mid > done - 0.05 and lo <= mid <= hi:
+                        final.append((w[0], w[2], seen))
+                seen += args.step
+        done = final[-1][1] if final else lo
+        final += [(w[0], w[2], stop - begin) for w in decode(model, audio, begin, stop, 5)
+                  if lo <= (w[1] + w[2]) / 2 <= hi and (w[1] + w[2]) / 2 > done - 0.05]  # fmt: skip
+        hypotheses.append("".join(w for w, _, _ in final))
+        lags += [seen - word_end for _, word_end, seen in final]
     clip = corpus.long_clip(root, None)
     offline = corpus.OfflineReference(default_cache(), beam_size=5).get(clip).text
     figures = {
