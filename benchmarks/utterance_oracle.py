@@ -37,16 +37,9 @@ from whisperwire.bench import corpus, metrics
 from whisperwire.bench.inputs import default_cache
 from whisperwire.engine import bundled_model_path
 
-RATE = 16000
+RATE = corpus.SAMPLE_RATE
 EDGE_S = 0.15  # a word belongs to an utterance when its middle lies this close to it
-
-
-def utterances(root: Path) -> list[tuple[float, float, str]]:
-    """(start, end, reference) of each utterance of the long-form file."""
-    folder = root / corpus.LONGFORM
-    lines = (folder / "segments.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    rows = [line.split("\t") for line in lines if line.startswith(corpus.LONG_FILE + "\t")]
-    return [(float(r[2]), float(r[3]), r[4]) for r in rows]
+SEAM_S = 0.05  # a word is new when its middle lies past the last final word's end, less this
 
 
 def decode(
@@ -84,7 +77,7 @@ def main() -> int:
     from faster_whisper import WhisperModel
 
     root = args.audio or corpus.default_audio_root()
-    utts = utterances(root)
+    utts = corpus.long_utterances(root)
     audio = decode_file((root / corpus.LONGFORM / corpus.LONG_FILE).read_bytes())
     total = len(audio) / RATE
     model = WhisperModel(str(bundled_model_path()), device="cpu", compute_type="int8",
@@ -103,15 +96,17 @@ def main() -> int:
         if args.guard is not None:
             seen = start - begin + args.step
             while seen < stop - begin:
-                for w in decode(model, audio, begin, begin + seen, 1):
+                for word, word_start, word_end in decode(model, audio, begin, begin + seen, 1):
                     done = final[-1][1] if final else lo
-                    mid = (w[1] + w[2]) / 2
-                    if w[2] <= seen - args.guard and mid > done - 0.05 and lo <= mid <= hi:
-                        final.append((w[0], w[2], seen))
+                    mid = (word_start + word_end) / 2
+                    if word_end <= seen - args.guard and mid > done - SEAM_S and lo <= mid <= hi:
+                        final.append((word, word_end, seen))
                 seen += args.step
-        done = final[-1][1] if final else lo
-        final += [(w[0], w[2], stop - begin) for w in decode(model, audio, begin, stop, 5)
-                  if lo <= (w[1] + w[2]) / 2 <= hi and (w[1] + w[2]) / 2 > done - 0.05]  # fmt: skip
+        done = final[-1][1] if final else lo  # the whole decode adds what follows it
+        for word, word_start, word_end in decode(model, audio, begin, stop, 5):
+            mid = (word_start + word_end) / 2
+            if lo <= mid <= hi and mid > done - SEAM_S:
+                final.append((word, word_end, stop - begin))
         hypotheses.append("".join(w for w, _, _ in final))
         lags += [seen - word_end for _, word_end, seen in final]
     clip = corpus.long_clip(root, None)

@@ -176,22 +176,29 @@ def concurrent_streams(order: Sequence[Clip], n: int, seconds: float) -> list[St
     return streams
 
 
-def long_clip(root: Path, seconds: float | None) -> Clip:
-    """The 13.3-minute long-form file, or its first `seconds` cut after a whole utterance."""
-    folder = root / LONGFORM
-    path = folder / LONG_FILE
+def long_utterances(root: Path) -> list[tuple[float, float, str]]:
+    """(start, end, reference) of each utterance of the 13.3-minute long-form file."""
+    table = root / LONGFORM / "segments.tsv"
     rows = [
         line.split("\t")
-        for line in (folder / "segments.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        for line in table.read_text(encoding="utf-8").splitlines()[1:]
         if line.startswith(LONG_FILE + "\t")
     ]
     if not rows:
-        raise AudioMissing(f"no segments for {LONG_FILE} in {folder / 'segments.tsv'}")
+        raise AudioMissing(f"no segments for {LONG_FILE} in {table}")
+    return [(float(r[2]), float(r[3]), r[4]) for r in rows]
+
+
+def long_clip(root: Path, seconds: float | None) -> Clip:
+    """The 13.3-minute long-form file, or its first `seconds` cut after a whole utterance."""
+    path = root / LONGFORM / LONG_FILE
+    utterances = long_utterances(root)
     if seconds is None:
-        return Clip("longform-all100", path, " ".join(r[4] for r in rows))
-    inside = [r for r in rows if float(r[3]) <= seconds] or rows[:1]
-    end = float(inside[-1][3]) + GAP_S / 2
-    return Clip(f"longform-first-{end:.0f}s", path, " ".join(r[4] for r in inside), 0.0, end)
+        return Clip("longform-all100", path, " ".join(text for _, _, text in utterances))
+    inside = [u for u in utterances if u[1] <= seconds] or utterances[:1]
+    end = inside[-1][1] + GAP_S / 2
+    reference = " ".join(text for _, _, text in inside)
+    return Clip(f"longform-first-{end:.0f}s", path, reference, 0.0, end)
 
 
 def noise(kind: str, seconds: float, seed: int = 1234, dbfs: float = NOISE_DBFS) -> np.ndarray:
